@@ -1,0 +1,187 @@
+"""Composites: which rule each layer gets.
+
+A composite maps a layer to a rule from its kind (see :class:`onnxlrp.ops.Layer`) and, for
+linear layers, from its position (the first linear layers seen from the input), its type
+(convolution or fully-connected) and whether a ReLU follows it. The seed's presets follow
+iNNvestigate 1.0.8 (safe division, bias kept); the Zennit composites follow Zennit 0.5
+(every denominator ε-stabilised with 1e-6, Zennit's forms of Z⁺/Alpha-Beta/Gamma).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .ops.base import Layer
+from .ops.linear import ConvLayer, LinearLayer
+from .rules import (
+    BatchNormZ,
+    DeconvReLU,
+    GateToSignal,
+    Gradient,
+    GuidedReLU,
+    Pass,
+    Rule,
+    SafeDivide,
+    SignEpsilon,
+    ZNorm,
+    alpha_beta_innvestigate,
+    alpha_beta_zennit,
+    epsilon,
+    flat,
+    gamma_zennit,
+    wsquare,
+    zbox,
+    zplus_zennit,
+)
+
+GRADIENT = Gradient()
+PASS = Pass()
+
+
+@dataclass
+class Composite:
+    """A rule for every layer: ``linear(layer)`` for Conv/Gemm/MatMul, ``by_kind`` for the rest.
+
+    ``relu`` (optional) overrides the rule of ReLU-like activations (guided backprop,
+    deconvnet). Kinds not in ``by_kind`` get the gradient.
+    """
+
+    name: str
+    linear: Callable[[LinearLayer], Rule]
+    by_kind: dict[str, Rule] = field(default_factory=dict)
+    relu: Rule | None = None
+    needs_bounds: bool = False
+
+    def rule_for(self, layer: Layer) -> Rule:
+        """The rule this composite gives ``layer``."""
+        if isinstance(layer, LinearLayer):
+            return self.linear(layer)
+        if self.relu is not None and layer.kind == "activation" and getattr(layer, "relu_like", False):
+            return self.relu
+        return self.by_kind.get(layer.kind, GRADIENT)
+
+
+def gradient() -> Composite:
+    """Every layer: its vector-Jacobian product (the plain gradient)."""
+    return Composite("gradient", lambda layer: GRADIENT)
+
+
+def guided_backprop() -> Composite:
+    """The gradient, with ReLU-like activations passing back only positive gradient at positive input."""
+    return Composite("guided_backprop", lambda layer: GRADIENT, relu=GuidedReLU())
+
+
+def deconvnet() -> Composite:
+    """The gradient, with ReLU-like activations passing back the positive part of the gradient."""
+    return Composite("deconvnet", lambda layer: GRADIENT, relu=DeconvReLU())
+
+
+# ---------------------------------------------------------------------------------------------
+# the seed's presets (iNNvestigate 1.0.8 semantics)
+
+_INN_OTHER = {
+    "activation": PASS,
+    "affine": PASS,
+    "batchnorm": BatchNormZ(),
+    "gate": GateToSignal(),
+    "add": ZNorm(SafeDivide()),
+    "avgpool": ZNorm(SafeDivide()),
+}
+
+
+def bounded_deep_taylor() -> Composite:
+    """The seed's ``LRP`` (iNNvestigate's BoundedDeepTaylor, as methods.md reads it).
+
+    First linear layers: Z^B; linear layers followed by a ReLU: Alpha-Beta(1, 0) with bias;
+    other linear layers (the classifier): W². Pools and sums: the gradient. Activations,
+    BatchNorm and constant scalings: relevance passes unchanged. Gates: all to the signal.
+    """
+    zb, ab, w2 = zbox(SafeDivide()), alpha_beta_innvestigate(1.0, 0.0), wsquare(SafeDivide(), bias=False)
+
+    def linear(layer: LinearLayer) -> Rule:
+        if layer.first:
+            return zb
+        return ab if layer.followed_by_relu else w2
+
+    return Composite(
+        "lrp",
+        linear,
+        {"activation": PASS, "affine": PASS, "batchnorm": PASS, "gate": GateToSignal()},
+        needs_bounds=True,
+    )
+
+
+def lrp_preset(conv_rule: Rule, name: str, dense_eps: float = 0.1) -> Composite:
+    """iNNvestigate's sequential presets, flat variant: first linear Flat, convs ``conv_rule``, dense Epsilon."""
+    fl, eps = flat(SafeDivide()), epsilon(dense_eps)
+
+    def linear(layer: LinearLayer) -> Rule:
+        if layer.first:
+            return fl
+        return conv_rule if isinstance(layer, ConvLayer) else eps
+
+    return Composite(name, linear, dict(_INN_OTHER))
+
+
+def lrp_preset_a() -> Composite:
+    """LRP preset A flat: Flat / Alpha-Beta(1, 0) on convolutions / Epsilon(0.1) on dense layers."""
+    return lrp_preset(alpha_beta_innvestigate(1.0, 0.0), "lrp_preset_a")
+
+
+def lrp_preset_b() -> Composite:
+    """LRP preset B flat: Flat / Alpha-Beta(2, 1) on convolutions / Epsilon(0.1) on dense layers."""
+    return lrp_preset(alpha_beta_innvestigate(2.0, 1.0), "lrp_preset_b")
+
+
+def lrp_epsilon(eps: float = 1e-7) -> Composite:
+    """Epsilon(ε) on every linear layer (the seed's LRPE: ε = 1e-7)."""
+    rule = epsilon(eps)
+    return Composite("lrp_epsilon", lambda layer: rule, dict(_INN_OTHER))
+
+
+# ---------------------------------------------------------------------------------------------
+# Zennit's composites
+
+
+def _zennit_other(stab: float) -> dict[str, Rule]:
+    norm = ZNorm(SignEpsilon(stab))
+    # Zennit hooks activations (Pass), BatchNorm (Pass), sums and average pools (Norm); every
+    # other op — max pooling, gates, constant scalings, reshapes — keeps its gradient.
+    return {"activation": PASS, "batchnorm": PASS, "add": norm, "avgpool": norm}
+
+
+def epsilon_plus_flat(epsilon_: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """Zennit's EpsilonPlusFlat: first linear Flat, convolutions Z⁺, dense Epsilon(1e-6)."""
+    fl, zp, eps = flat(SignEpsilon(stabilizer)), zplus_zennit(stabilizer), epsilon(epsilon_)
+
+    def linear(layer: LinearLayer) -> Rule:
+        if layer.first:
+            return fl
+        return zp if isinstance(layer, ConvLayer) else eps
+
+    return Composite("epsilon_plus_flat", linear, _zennit_other(stabilizer))
+
+
+def epsilon_alpha2_beta1_flat(epsilon_: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """Zennit's EpsilonAlpha2Beta1Flat: first linear Flat, convolutions Alpha-Beta(2, 1), dense Epsilon."""
+    fl, ab, eps = flat(SignEpsilon(stabilizer)), alpha_beta_zennit(2.0, 1.0, stabilizer), epsilon(epsilon_)
+
+    def linear(layer: LinearLayer) -> Rule:
+        if layer.first:
+            return fl
+        return ab if isinstance(layer, ConvLayer) else eps
+
+    return Composite("epsilon_alpha2_beta1_flat", linear, _zennit_other(stabilizer))
+
+
+def epsilon_gamma_box(gamma: float = 0.25, epsilon_: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """Zennit's EpsilonGammaBox: first convolution Z^B(low, high), convolutions Gamma(0.25), dense Epsilon."""
+    zb, gm, eps = zbox(SignEpsilon(stabilizer)), gamma_zennit(gamma, stabilizer), epsilon(epsilon_)
+
+    def linear(layer: LinearLayer) -> Rule:
+        if isinstance(layer, ConvLayer):
+            return zb if layer.first else gm
+        return eps
+
+    return Composite("epsilon_gamma_box", linear, _zennit_other(stabilizer), needs_bounds=True)

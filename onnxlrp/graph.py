@@ -1,0 +1,584 @@
+"""ONNX file → a list of layers in topological order (a DAG), ready for the backward pass.
+
+The road: load and check the file (:func:`load_model`), pick the explained input and
+output and strip a trailing Softmax (:func:`prepare`), fix the input shape and let
+onnxruntime's *basic* optimisations canonicalise the graph — constant folding of shape
+arithmetic and exporter padding sub-graphs, Conv+BatchNorm fusion, MatMul+Add → Gemm,
+Identity/Dropout removal (:func:`canonicalize`) — then build one :class:`~onnxlrp.ops.Layer`
+per node, fold what is left to fold (BatchNorm or a per-channel scale/bias after a
+Gemm/MatMul/Conv) and annotate what the composites need (:func:`build_graph`).
+
+Nothing here runs a tensor op of the model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import InputError, ModelLoadError, UnsupportedModelError
+from .ops import Layer, NodeContext, Unsupported, lookup
+from .ops.elementwise import ActivationLayer, AffineLayer, BatchNormLayer
+from .ops.linear import ConvLayer, DenseLayer, LinearLayer
+
+_SOFTMAX = {"Softmax", "LogSoftmax"}
+_FLOAT = onnx.TensorProto.FLOAT
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Read an ONNX model from a path, bytes or a ModelProto, with its external data checked and loaded.
+
+    External-data tensors must live inside the model's folder: an absolute location or one
+    that escapes the folder (``../``, symlinks) is refused.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model, base = source, None
+    elif isinstance(source, bytes | bytearray):
+        try:
+            model = onnx.load_model_from_string(bytes(source))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"the bytes given are not an ONNX model ({exc.__class__.__name__})") from None
+        base = None
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ModelLoadError(f"model file not found: {path}")
+        if path.is_dir():
+            raise ModelLoadError(f"model path is a directory, not an ONNX file: {path}")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"{path} is not a readable ONNX model ({exc.__class__.__name__})") from None
+        base = path.resolve().parent
+    if not model.graph.node:
+        raise ModelLoadError("the ONNX model has an empty graph (is this really a model file?)")
+    _load_external(model, base)
+    return model
+
+
+def _load_external(model: onnx.ModelProto, base: Path | None) -> None:
+    tensors = [
+        t
+        for t in _all_tensors(model.graph)
+        if t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if not tensors:
+        return
+    if base is None:
+        raise ModelLoadError("the model has external data; load it from its file path so the data can be found")
+    for t in tensors:
+        location = next((e.value for e in t.external_data if e.key == "location"), None)
+        if not location:
+            raise ModelLoadError(f"initializer {t.name!r} has external data without a location")
+        if os.path.isabs(location):
+            raise ModelLoadError(f"initializer {t.name!r}: external data path {location!r} is absolute; refused")
+        target = (base / location).resolve()
+        if base != target and base not in target.parents:
+            raise ModelLoadError(
+                f"initializer {t.name!r}: external data path {location!r} points outside the model's folder; refused"
+            )
+        if not target.is_file():
+            raise ModelLoadError(f"initializer {t.name!r}: external data file {target} not found")
+    try:
+        onnx.load_external_data_for_model(model, str(base))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"could not read the model's external data: {exc}") from None
+
+
+def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    out = list(graph.initializer)
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                out.append(a.t)
+            elif a.type == onnx.AttributeProto.GRAPH:
+                out.extend(_all_tensors(a.g))
+    return out
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    """The default-domain opset version of the model."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing input and output, stripping the softmax
+
+
+@dataclass
+class PreparedModel:
+    """The model reduced to one float input → one class-score output (pre-softmax)."""
+
+    model: onnx.ModelProto
+    input_name: str
+    input_dims: list[int | None]  # None for dynamic dimensions
+    output_name: str
+    original_output: str
+    softmax_stripped: str | None  # op type of the removed trailing Softmax/LogSoftmax
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
+    """Pick the explained input and output, strip a trailing Softmax/LogSoftmax, prune the rest."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in inits]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise UnsupportedModelError(
+            f"the model has {len(inputs)} inputs ({names}); onnxlrp explains single-input classifiers"
+        )
+    inp = inputs[0]
+    ttype = inp.type.tensor_type
+    if not inp.type.HasField("tensor_type") or ttype.elem_type != _FLOAT:
+        raise UnsupportedModelError(
+            f"input {inp.name!r} is not a float32 tensor (type {onnx.TensorProto.DataType.Name(ttype.elem_type)}); "
+            "onnxlrp explains float32 models"
+        )
+    dims: list[int | None] = []
+    if ttype.HasField("shape"):
+        for d in ttype.shape.dim:
+            dims.append(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None)
+
+    float_outputs = [
+        o.name for o in g.output if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type == _FLOAT
+    ]
+    if output is not None:
+        if output not in [o.name for o in g.output]:
+            raise InputError(
+                f"output {output!r} is not an output of the model (outputs: {', '.join(o.name for o in g.output)})"
+            )
+        if output not in float_outputs:
+            raise UnsupportedModelError(f"output {output!r} is not a float32 tensor; choose a class-score output")
+        chosen = output
+    elif not float_outputs:
+        raise UnsupportedModelError(
+            "the model has no float32 tensor output to explain (outputs: "
+            + ", ".join(o.name for o in g.output)
+            + ")"
+        )
+    else:
+        chosen = float_outputs[0]
+
+    producers = {o: n for n in g.node for o in n.output}
+    explained, stripped = chosen, None
+    name = chosen
+    for _ in range(8):  # walk back over identities to a softmax
+        node = producers.get(name)
+        if node is None:
+            break
+        if node.op_type in ("Identity",):
+            name = node.input[0]
+            continue
+        if node.op_type in _SOFTMAX:
+            explained, stripped = node.input[0], node.op_type
+        break
+
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    del new.graph.output[:]
+    new.graph.output.append(helper.make_tensor_value_info(explained, _FLOAT, None))
+    _prune(new.graph, explained)
+    meta = {p.key: p.value for p in model.metadata_props}
+    return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta)
+
+
+def _prune(graph: onnx.GraphProto, output: str) -> None:
+    """Keep only the nodes (and initializers) the output depends on."""
+    producers = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    keep: set[int] = set()
+    stack = [output]
+    seen: set[str] = set()
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        i = producers.get(t)
+        if i is None or i in keep:
+            continue
+        keep.add(i)
+        node = graph.node[i]
+        stack.extend(n for n in node.input if n)
+        for a in node.attribute:  # sub-graphs may capture outer tensors
+            if a.type == onnx.AttributeProto.GRAPH:
+                stack.extend(n for sub in a.g.node for n in sub.input if n)
+    nodes = [n for i, n in enumerate(graph.node) if i in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inits = [t for t in graph.initializer if t.name in seen]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    vis = [v for v in graph.value_info if v.name in seen]
+    del graph.value_info[:]
+    graph.value_info.extend(vis)
+
+
+# ---------------------------------------------------------------------------------------------
+# canonicalisation through onnxruntime
+
+
+def canonicalize(prepared: PreparedModel, shape: tuple[int, ...]) -> onnx.ModelProto:
+    """Fix the input shape and run onnxruntime's basic graph optimisations; return the result.
+
+    Basic level only: it folds constants, fuses Conv+BatchNorm and MatMul+Add and removes
+    identities, and it writes standard ONNX ops (higher levels introduce ``com.microsoft`` ops).
+    """
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(prepared.model)
+    g = m.graph
+    for i in g.input:
+        if i.name == prepared.input_name:
+            shp = i.type.tensor_type.shape
+            shp.ClearField("dim")
+            for d in shape:
+                shp.dim.add().dim_value = int(d)
+    del g.value_info[:]
+    for o in g.output:
+        o.type.tensor_type.ClearField("shape")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="onnxlrp-") as tmp:
+        out = os.path.join(tmp, "canonical.onnx")
+        so.optimized_model_filepath = out
+        try:
+            ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise UnsupportedModelError(
+                f"onnxruntime cannot load this model with input shape {list(shape)}: {msg}"
+            ) from None
+        canon = onnx.load(out)
+    return canon
+
+
+# ---------------------------------------------------------------------------------------------
+# the layer graph
+
+
+@dataclass
+class Graph:
+    """The explained graph: layers in topological order and the tensors the backward needs."""
+
+    layers: list[Layer]
+    input_name: str
+    output_name: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    shapes: dict[str, tuple[int, ...]]
+    tensors: list[str]  # every tensor a layer reads or writes (the forward must expose them)
+    opset: int
+    canonical: onnx.ModelProto
+
+    @property
+    def num_classes(self) -> int:
+        """Number of class scores per sample."""
+        return int(np.prod(self.output_shape[1:]))
+
+    def producer(self) -> dict[str, Layer]:
+        """Tensor name → the layer that writes it."""
+        return {o: layer for layer in self.layers for o in layer.outputs}
+
+    def consumers(self) -> dict[str, list[Layer]]:
+        """Tensor name → the layers that read it."""
+        res: dict[str, list[Layer]] = {}
+        for layer in self.layers:
+            for i in layer.inputs:
+                res.setdefault(i, []).append(layer)
+        return res
+
+    @property
+    def linear_layers(self) -> list[LinearLayer]:
+        """The Conv/Gemm/MatMul layers in topological order."""
+        return [layer for layer in self.layers if isinstance(layer, LinearLayer)]
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            a = node.attribute[0]
+            v = helper.get_attribute_value(a)
+            if a.name == "value":
+                consts[node.output[0]] = numpy_helper.to_array(v)
+            elif a.name in ("value_float", "value_int"):
+                consts[node.output[0]] = np.array(v, dtype=np.float32 if a.name == "value_float" else np.int64)
+            elif a.name in ("value_floats", "value_ints"):
+                consts[node.output[0]] = np.array(v, dtype=np.float32 if a.name == "value_floats" else np.int64)
+    return consts
+
+
+def _fold_constant_node(node: onnx.NodeProto, consts: dict[str, np.ndarray], opset: int) -> bool:
+    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        ins = [n for n in node.input if n]
+        g = helper.make_graph(
+            [node],
+            "fold",
+            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(consts[n].dtype), consts[n].shape)
+             for n in ins],
+            [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o],
+        )
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+        outs = ReferenceEvaluator(m).run(None, {n: consts[n] for n in ins})
+    except Exception:  # noqa: BLE001 - leave it to the registry to report
+        return False
+    for name, v in zip([o for o in node.output if o], outs, strict=False):
+        consts[name] = np.asarray(v)
+    return True
+
+
+def _shapes(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {input_name: tuple(input_shape)}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001
+        inferred = model
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        t = vi.type.tensor_type
+        if not t.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        if all(d >= 0 for d in dims):
+            shapes[vi.name] = tuple(int(d) for d in dims)
+    return shapes
+
+
+def _shapes_by_running(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...],
+                       names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Fallback: run the model once on zeros and read the shapes of the given tensors."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    outs = sess.run(names, {input_name: np.zeros(input_shape, np.float32)})
+    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, outs, strict=True)}
+
+
+def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
+                input_shape: tuple[int, ...]) -> Graph:
+    """Turn the canonical model into layers; refuse (listing every culprit) what cannot be explained."""
+    opset = opset_of(canon)
+    consts = _constants(canon)
+    nodes = [n for n in canon.graph.node if n.op_type != "Constant"]
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if all((not n) or n in consts for n in node.input) and node.input:
+            _fold_constant_node(node, consts, opset)
+    dyn_nodes = [n for n in nodes if not all(o in consts for o in n.output if o)]
+    shapes = _shapes(canon, input_name, input_shape)
+    needed = sorted({t for n in dyn_nodes for t in list(n.input) + list(n.output) if t and t not in consts})
+    missing = [t for t in needed if t not in shapes]
+    if missing:
+        try:
+            shapes.update(_shapes_by_running(canon, input_name, input_shape, missing))
+        except Exception as exc:  # noqa: BLE001
+            raise UnsupportedModelError(f"cannot determine the shapes of {missing[:5]}: {exc}") from None
+    producers = {o: n for n in dyn_nodes for o in n.output}
+
+    on_path = _on_path_nodes(dyn_nodes, input_name, output_name)
+    layers: list[Layer] = []
+    problems: list[str] = []
+    for node in dyn_nodes:
+        if node.output[0] not in on_path:
+            continue
+        label = f"node {node.name or node.output[0]!r} (op {node.op_type})"
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{label}: custom-domain op {node.domain}.{node.op_type} cannot be explained")
+            continue
+        builder = lookup(node.op_type)
+        if builder is None:
+            problems.append(f"{label}: op type {node.op_type} is not supported (see onnxlrp.supported_ops())")
+            continue
+        try:
+            layers.append(builder(NodeContext(node, consts, shapes, opset, producers)))
+        except Unsupported as exc:
+            problems.append(f"{label}: {exc}")
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise UnsupportedModelError(
+            "the model cannot be explained: " + "; ".join(problems[:5]) + more
+            + ". Re-export the model without these ops, or replace them by supported ones."
+        )
+    layers = _reachable(layers, input_name, output_name)
+    if not layers:
+        raise UnsupportedModelError("the output does not depend on the input through any supported layer")
+    if output_name not in {o for layer in layers for o in layer.outputs}:
+        raise UnsupportedModelError(f"output {output_name!r} is not computed from the input")
+
+    _fold_into_linear(layers)
+    _annotate(layers, input_name)
+    out_shape = shapes[output_name]
+    if len(out_shape) < 2 or any(d != 1 for d in out_shape[2:]) or out_shape[0] != input_shape[0]:
+        raise UnsupportedModelError(
+            f"output {output_name!r} has shape {list(out_shape)}: not a classifier's score vector [N, classes]"
+        )
+    tensors = sorted({t for layer in layers for t in list(layer.inputs) + list(layer.outputs)})
+    return Graph(layers, input_name, output_name, tuple(input_shape), out_shape, shapes, tensors, opset, canon)
+
+
+def _on_path_nodes(nodes: list[onnx.NodeProto], input_name: str, output_name: str) -> set[str]:
+    """First-output names of nodes that lie on a path from the input to the output."""
+    fwd = {input_name}
+    for n in nodes:
+        if any(i in fwd for i in n.input):
+            fwd.update(o for o in n.output if o)
+    prod = {o: n for n in nodes for o in n.output}
+    back: set[str] = set()
+    stack = [output_name]
+    while stack:
+        t = stack.pop()
+        n = prod.get(t)
+        if n is None or n.output[0] in back:
+            continue
+        back.add(n.output[0])
+        stack.extend(i for i in n.input if i)
+    return {n.output[0] for n in nodes if n.output[0] in back and any(o in fwd for o in n.output)}
+
+
+def _reachable(layers: list[Layer], input_name: str, output_name: str) -> list[Layer]:
+    """Keep the layers on a path from the input to the output."""
+    fwd = {input_name}
+    keep_fwd = []
+    for layer in layers:
+        if any(i in fwd for i in layer.inputs):
+            fwd.update(layer.outputs)
+            keep_fwd.append(layer)
+    prod = {o: layer for layer in keep_fwd for o in layer.outputs}
+    need: set[int] = set()
+    stack = [output_name]
+    seen: set[str] = set()
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        layer = prod.get(t)
+        if layer is None:
+            continue
+        need.add(id(layer))
+        stack.extend(layer.inputs)
+    kept = [layer for layer in keep_fwd if id(layer) in need]
+    for layer in kept:  # inputs that are neither produced nor the model input cannot be explained
+        for i in layer.inputs:
+            if i != input_name and i not in prod:
+                raise UnsupportedModelError(
+                    f"node {layer.name!r} (op {layer.op_type}) reads tensor {i!r}, which is not computed "
+                    "from the model input by a supported op"
+                )
+    return kept
+
+
+def _channel_vector(c: np.ndarray, out_rank: int, axis: int, m: int) -> np.ndarray | None:
+    """``c`` as a length-m vector if it only varies along ``axis`` of the output, else None."""
+    c = np.asarray(c)
+    if c.ndim > out_rank:
+        return None
+    full = c.reshape((1,) * (out_rank - c.ndim) + c.shape)
+    for i, d in enumerate(full.shape):
+        if i != axis and d != 1:
+            return None
+    if full.shape[axis] not in (1, m):
+        return None
+    return np.broadcast_to(full.reshape(-1), (m,)).astype(np.float64)
+
+
+def _fold_into_linear(layers: list[Layer]) -> None:
+    """Fold BatchNorm and per-channel scale/shift layers into the linear layer before them."""
+    changed = True
+    while changed:
+        changed = False
+        consumers: dict[str, list[Layer]] = {}
+        for layer in layers:
+            for i in layer.inputs:
+                consumers.setdefault(i, []).append(layer)
+        for lin in layers:
+            if not isinstance(lin, LinearLayer):
+                continue
+            users = consumers.get(lin.outputs[0], [])
+            if len(users) != 1:
+                continue
+            nxt = users[0]
+            out_rank = len(lin.output_shapes[0])
+            axis = 1 if isinstance(lin, ConvLayer) else out_rank - 1
+            m = lin.out_channels
+            scale = shift = None
+            if isinstance(nxt, BatchNormLayer) and axis == 1:
+                scale, shift = nxt.scale.astype(np.float64), nxt.shift.astype(np.float64)
+            elif isinstance(nxt, AffineLayer):
+                scale = _channel_vector(nxt.scale, out_rank, axis, m)
+                shift = _channel_vector(nxt.shift, out_rank, axis, m)
+            if scale is None or shift is None:
+                continue
+            lin.fold_scale_shift(scale, shift, nxt.op_type)
+            lin.outputs = list(nxt.outputs)
+            lin.output_shapes = list(nxt.output_shapes)
+            layers.remove(nxt)
+            changed = True
+            break
+
+
+def _annotate(layers: list[Layer], input_name: str) -> None:
+    """Mark the first linear layers (seen from the input) and those followed by a ReLU."""
+    consumers: dict[str, list[Layer]] = {}
+    for layer in layers:
+        for i in layer.inputs:
+            consumers.setdefault(i, []).append(layer)
+    # tensors that are the input up to re-indexing / elementwise affine maps
+    near_input = {input_name}
+    for layer in layers:
+        if layer.kind in ("reindex", "affine") and len(layer.inputs) == 1 and layer.inputs[0] in near_input:
+            near_input.update(layer.outputs)
+    for layer in layers:
+        if not isinstance(layer, LinearLayer):
+            continue
+        layer.first = layer.inputs[0] in near_input
+        users = consumers.get(layer.outputs[0], [])
+        layer.followed_by_relu = (
+            len(users) == 1 and isinstance(users[0], ActivationLayer) and users[0].relu_like
+        )
+
+
+def describe_layer(layer: Layer) -> str:
+    """A short description of a layer for listings."""
+    return layer.describe()
+
+
+__all__ = [
+    "ConvLayer",
+    "DenseLayer",
+    "Graph",
+    "PreparedModel",
+    "build_graph",
+    "canonicalize",
+    "describe_layer",
+    "load_model",
+    "opset_of",
+    "prepare",
+]
+

@@ -1,0 +1,104 @@
+"""A plan: the layer graph for one input shape, its forward session and the backward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend
+from .graph import Graph, PreparedModel, build_graph, canonicalize
+from .ops.base import Array, Layer, Unsupported
+from .rules import Rule, RuleContext
+from .runtime import Forward
+
+
+class Plan:
+    """Everything that depends on the input shape: canonical graph, layers, forward session."""
+
+    def __init__(self, prepared: PreparedModel, shape: tuple[int, ...], backend: Backend,
+                 threads: int | None = None) -> None:
+        canon = canonicalize(prepared, shape)
+        self.graph: Graph = build_graph(canon, prepared.input_name, prepared.output_name, shape)
+        self.backend = backend
+        self.forward = Forward(canon, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads)
+
+    def run_forward(self, x: np.ndarray) -> dict[str, Array]:
+        """Forward pass: every tensor the backward needs, on the backend's device."""
+        return self.forward.run(x)
+
+    def logits(self, acts: dict[str, Array]) -> Array:
+        """The explained output as ``(N, classes)``."""
+        y = acts[self.graph.output_name]
+        return y.reshape(y.shape[0], -1)
+
+    def bounds(self, low: Array, high: Array) -> dict[str, tuple[Array, Array]]:
+        """Map input bounds (shaped like the input) through the re-indexing/affine layers before the first
+        linear layers, so that Z^B sees the bounds of its own input."""
+        xp = self.backend.xp
+        res: dict[str, tuple[Array, Array]] = {self.graph.input_name: (low, high)}
+        for layer in self.graph.layers:
+            if layer.kind not in ("reindex", "affine") or len(layer.inputs) != 1 or layer.inputs[0] not in res:
+                continue
+            lo, hi = res[layer.inputs[0]]
+            try:
+                a, b = layer.forward(xp, [lo])[0], layer.forward(xp, [hi])[0]
+            except Unsupported:
+                continue
+            res[layer.outputs[0]] = (xp.minimum(a, b), xp.maximum(a, b))
+        return res
+
+    def backward(
+        self,
+        acts: dict[str, Array],
+        start: Array,
+        rule_for: Callable[[Layer], Rule],
+        ctx: RuleContext,
+        stop_at: str | None = None,
+    ) -> Array:
+        """Propagate ``start`` (``(K, N, classes)``) from the output back to the input (or to ``stop_at``).
+
+        Layers run in reverse topological order; relevance arriving at a tensor from several
+        consumers is summed. Returns ``(K,) + shape`` of the input (or of ``stop_at``).
+        """
+        g = self.graph
+        xp = self.backend.xp
+        k = start.shape[0]
+        rel: dict[str, Array] = {g.output_name: start.reshape((k,) + tuple(g.output_shape))}
+        target = stop_at or g.input_name
+        for layer in reversed(g.layers):
+            if target in layer.outputs:
+                break
+            gouts = [rel.pop(o, None) for o in layer.outputs]
+            if all(r is None for r in gouts):
+                continue
+            ins = [acts[i] for i in layer.inputs]
+            outs = [acts[o] for o in layer.outputs]
+            rins = rule_for(layer)(layer, ctx, ins, outs, gouts)
+            for name, r in zip(layer.inputs, rins, strict=True):
+                if r is None:
+                    continue
+                rel[name] = rel[name] + r if name in rel else r
+        out = rel.get(target)
+        if out is None:
+            shape = g.shapes[target]
+            return xp.zeros((k,) + tuple(shape), dtype=xp.float32)
+        return out
+
+
+def plan_summary(plan: Plan, rule_for: Callable[[Layer], Any] | None = None) -> list[dict[str, str]]:
+    """One row per layer: name, op, description, output shape and (optionally) the rule it gets."""
+    rows = []
+    for layer in plan.graph.layers:
+        row = {
+            "name": layer.name,
+            "op": layer.op_type,
+            "kind": layer.kind,
+            "layer": layer.describe(),
+            "output": "x".join(str(d) for d in layer.output_shapes[0]) if layer.output_shapes else "",
+        }
+        if rule_for is not None:
+            row["rule"] = str(rule_for(layer))
+        rows.append(row)
+    return rows

@@ -1,0 +1,237 @@
+"""LRP rules for linear layers, all instances of one template.
+
+A rule is a list of *groups*; a group is a list of *terms* ``(input modifier, weight
+modifier, sign)``, a bias modifier, a stabiliser and a coefficient:
+
+    z_g   = Σ_t sign_t · W_t x_t + b_g
+    s_g   = mask_g ⊙ R ⊘ stab(z_g)
+    R_in  = Σ_g coeff_g · Σ_t sign_t · x_t ⊙ W_tᵀ s_g
+
+Epsilon, Z, Alpha-Beta (iNNvestigate's and Zennit's forms), Z⁺, Gamma, W², Flat and Z^B are
+each a few lines below. Modified weights are made once per layer and cached; terms whose
+input modifier is zero everywhere (``x⁻`` after a ReLU) are skipped; denominators that do
+not depend on ``x`` (W², Flat) are computed once per layer and shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UnsupportedModelError
+from ..ops.base import Array
+from ..ops.linear import LinearLayer
+from .base import Rule, RuleContext, SafeDivide, SignEpsilon, Stabilizer
+
+# weight (and bias) modifiers, by key; None means "no bias"
+_WEIGHT_MODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "id": lambda w: w,
+    "pos": lambda w: np.maximum(w, 0),
+    "neg": lambda w: np.minimum(w, 0),
+    "sq": lambda w: w * w,
+    "ones": lambda w: np.ones_like(w),
+}
+
+
+def _weight_mod(key: str) -> Callable[[np.ndarray], np.ndarray]:
+    if key in _WEIGHT_MODS:
+        return _WEIGHT_MODS[key]
+    if key.startswith("gamma+") or key.startswith("gamma-"):
+        gamma = float(key[6:])
+        if key[5] == "+":
+            return lambda w: w + gamma * np.maximum(w, 0)
+        return lambda w: w + gamma * np.minimum(w, 0)
+    raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One ``sign · W_t x_t`` summand: input modifier (``x``, ``x+``, ``x-``, ``ones``, ``low``, ``high``)."""
+
+    inp: str
+    w: str
+    sign: float = 1.0
+
+
+@dataclass(frozen=True)
+class Group:
+    """Terms sharing one denominator."""
+
+    terms: tuple[Term, ...]
+    bias: str | None
+    stab: Stabilizer
+    coeff: float = 1.0
+    mask: str | None = None  # "z>0" / "z<0": only where the original output has that sign (Zennit's Gamma)
+
+
+class LinearRule(Rule):
+    """A rule for Conv/Gemm/MatMul built from :class:`Group` s (see the module docstring)."""
+
+    def __init__(self, name: str, groups: list[Group]) -> None:
+        self.name = name
+        self.groups = groups
+
+    def __call__(self, layer, ctx, ins, outs, gouts):  # type: ignore[override]
+        """Relevance at the layer input."""
+        g = gouts[0]
+        if g is None:
+            return [None]
+        assert isinstance(layer, LinearLayer)
+        xp = ctx.xp
+        x = ins[0]
+        has_neg = has_pos = None
+        total: Array | None = None
+        for gi, group in enumerate(self.groups):
+            terms = []
+            for t in group.terms:
+                if t.inp == "x-":
+                    has_neg = bool(xp.any(x < 0)) if has_neg is None else has_neg
+                    if not has_neg:
+                        continue
+                if t.inp == "x+":
+                    has_pos = bool(xp.any(x > 0)) if has_pos is None else has_pos
+                    if not has_pos:
+                        continue
+                terms.append(t)
+            if not terms:
+                continue
+            z = self._denominator(layer, ctx, x, outs[0], group, gi, terms)
+            s = g / group.stab(xp, z)
+            if group.mask == "z>0":
+                s = s * (outs[0] > 0)
+            elif group.mask == "z<0":
+                s = s * (outs[0] < 0)
+            for t in terms:
+                back = layer.lin_t_k(xp, s, layer.param(xp, t.w, _weight_mod(t.w)))
+                inp = self._input(layer, ctx, x, t.inp)
+                contrib = back if inp is None else back * inp
+                c = group.coeff * t.sign
+                if c != 1.0:
+                    contrib = contrib * np.float32(c)
+                total = contrib if total is None else total + contrib
+        if total is None:
+            total = xp.zeros((g.shape[0],) + tuple(x.shape), dtype=xp.float32)
+        return [total]
+
+    @staticmethod
+    def _input(layer: LinearLayer, ctx: RuleContext, x: Array, key: str) -> Array | None:
+        """The modified input; None stands for a tensor of ones (no multiplication needed)."""
+        xp = ctx.xp
+        if key == "x":
+            return x
+        if key == "x+":
+            return xp.maximum(x, 0)
+        if key == "x-":
+            return xp.minimum(x, 0)
+        if key == "ones":
+            return None
+        if layer.inputs[0] not in ctx.bounds:
+            raise UnsupportedModelError(
+                f"node {layer.name!r} (op {layer.op_type}) needs input bounds (low/high) for its input "
+                f"{layer.inputs[0]!r}, which cannot be mapped from the model input through the layers before it"
+            )
+        low, high = ctx.bounds[layer.inputs[0]]
+        return low if key == "low" else high
+
+    def _denominator(
+        self, layer: LinearLayer, ctx: RuleContext, x: Array, y: Array, group: Group, gi: int, terms: list[Term]
+    ) -> Array:
+        xp = ctx.xp
+        # the layer's own output when the group is plain W x + b
+        if len(terms) == 1 and terms[0] == Term("x", "id") and group.bias == "id":
+            return y
+        x_free = all(t.inp == "ones" for t in terms)
+        key = (id(layer), self.name, gi, x.shape)
+        if x_free and key in ctx.cache:
+            return ctx.cache[key]
+        b = None if group.bias is None else layer.bias_param(xp, group.bias, _weight_mod(group.bias))
+        z = None
+        for t in terms:
+            inp = self._input(layer, ctx, x, t.inp)
+            if inp is None:
+                inp = xp.ones(x.shape, dtype=xp.float32)
+            w = layer.param(xp, t.w, _weight_mod(t.w))
+            if t.sign != 1.0:
+                part = layer.lin(xp, inp, w, None) * np.float32(t.sign)
+            else:
+                part, b = layer.lin(xp, inp, w, b), None  # the bias rides with the first positive term
+            z = part if z is None else z + part
+        assert z is not None and b is None, "every group with a bias has a positive term"
+        if x_free:
+            ctx.cache[key] = z
+        return z
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules
+
+
+def epsilon(eps: float, stab: str = "sign") -> LinearRule:
+    """Epsilon(ε): ``x ⊙ Wᵀ(R / (z + s(z)ε))`` with the bias in ``z``."""
+    return LinearRule(f"epsilon({eps:g})", [Group((Term("x", "id"),), "id", SignEpsilon(eps))])
+
+
+def z_rule() -> LinearRule:
+    """Z: ``x ⊙ Wᵀ(R ⊘ z)`` with safe division, bias kept."""
+    return LinearRule("z", [Group((Term("x", "id"),), "id", SafeDivide())])
+
+
+def alpha_beta_innvestigate(alpha: float, beta: float) -> LinearRule:
+    """iNNvestigate 1.0.8's Alpha-Beta with bias: each denominator carries the whole bias, safe division."""
+    groups = [
+        Group((Term("x+", "pos"), Term("x-", "neg")), "id", SafeDivide(), coeff=alpha),
+    ]
+    if beta:
+        groups.append(Group((Term("x+", "neg"), Term("x-", "pos")), "id", SafeDivide(), coeff=-beta))
+    return LinearRule(f"alpha{alpha:g}-beta{beta:g}", groups)
+
+
+def alpha_beta_zennit(alpha: float, beta: float, stab: float = 1e-6) -> LinearRule:
+    """Zennit's AlphaBeta: ``W⁺x⁺ + b⁺ + W⁻x⁻`` and ``W⁻x⁺ + b⁻ + W⁺x⁻``, ε-stabilised."""
+    groups = [Group((Term("x+", "pos"), Term("x-", "neg")), "pos", SignEpsilon(stab), coeff=alpha)]
+    if beta:
+        groups.append(Group((Term("x+", "neg"), Term("x-", "pos")), "neg", SignEpsilon(stab), coeff=-beta))
+    return LinearRule(f"alpha{alpha:g}-beta{beta:g}", groups)
+
+
+def zplus_zennit(stab: float = 1e-6) -> LinearRule:
+    """Zennit's Z⁺: denominator ``W⁺x⁺ + b⁺ + W⁻x⁻`` (the negative bias dropped)."""
+    rule = alpha_beta_zennit(1.0, 0.0, stab)
+    rule.name = "zplus"
+    return rule
+
+
+def gamma_zennit(gamma: float = 0.25, stab: float = 1e-6) -> LinearRule:
+    """Zennit's generalised Gamma rule.
+
+    Where the original output ``z`` is positive: denominator ``(W+γW⁺)x⁺ + (b+γb⁺) + (W+γW⁻)x⁻``;
+    where it is negative: ``(W+γW⁻)x⁺ + (b+γb⁻) + (W+γW⁺)x⁻``; where it is zero, nothing.
+    """
+    gp, gm = f"gamma+{gamma!r}", f"gamma-{gamma!r}"
+    return LinearRule(
+        f"gamma({gamma:g})",
+        [
+            Group((Term("x+", gp), Term("x-", gm)), gp, SignEpsilon(stab), mask="z>0"),
+            Group((Term("x+", gm), Term("x-", gp)), gm, SignEpsilon(stab), mask="z<0"),
+        ],
+    )
+
+
+def wsquare(stab: Stabilizer, bias: bool) -> LinearRule:
+    """W²: ``(W²)ᵀ(R ⊘ (W² 1 [+ b²]))``, independent of ``x`` (Zennit squares the bias, iNNvestigate drops it)."""
+    return LinearRule("w-square", [Group((Term("ones", "sq"),), "sq" if bias else None, stab)])
+
+
+def flat(stab: Stabilizer) -> LinearRule:
+    """Flat: W² with every weight 1 and no bias: relevance spread evenly over the receptive field."""
+    return LinearRule("flat", [Group((Term("ones", "ones"),), None, stab)])
+
+
+def zbox(stab: Stabilizer) -> LinearRule:
+    """Z^B (bounded input): ``z = Wx − W⁺l − W⁻h``, ``R_in = x⊙Wᵀs − l⊙W⁺ᵀs − h⊙W⁻ᵀs``, no bias."""
+    return LinearRule(
+        "z-box",
+        [Group((Term("x", "id"), Term("low", "pos", -1.0), Term("high", "neg", -1.0)), None, stab)],
+    )

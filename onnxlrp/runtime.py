@@ -1,0 +1,88 @@
+"""The forward pass through onnxruntime, exposing the intermediate tensors the backward needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .backend import Backend
+from .errors import InputError
+
+
+def providers_for(backend: Backend) -> list[str]:
+    """onnxruntime execution providers for the backend: CUDA only when asked for and present."""
+    import onnxruntime as ort
+
+    if backend.is_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(model: onnx.ModelProto, backend: Backend, threads: int | None = None) -> Any:
+    """An onnxruntime InferenceSession for ``model`` (full graph optimisation, quiet logging)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), so, providers=providers_for(backend))
+
+
+class Forward:
+    """Runs the canonical graph once and returns every tensor the layers read or write."""
+
+    def __init__(self, canonical: onnx.ModelProto, input_name: str, output_name: str, tensors: list[str],
+                 backend: Backend, threads: int | None = None) -> None:
+        m = onnx.ModelProto()
+        m.CopyFrom(canonical)
+        del m.graph.output[:]
+        self.names = [output_name] + [t for t in tensors if t not in (input_name, output_name)]
+        for t in self.names:
+            m.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+        self.input_name = input_name
+        self.output_name = output_name
+        self.backend = backend
+        self.session = make_session(m, backend, threads)
+
+    def run(self, x: np.ndarray) -> dict[str, Any]:
+        """All intermediate tensors for input ``x`` (on the backend's device), plus ``x`` itself."""
+        outs = self.session.run(self.names, {self.input_name: x})
+        b = self.backend
+        acts = {n: b.asarray(v) for n, v in zip(self.names, outs, strict=True)}
+        acts[self.input_name] = b.asarray(x)
+        return acts
+
+
+def check_input(x: Any, dims: list[int | None], name: str) -> np.ndarray:
+    """Validate ``x`` against the model's declared input dims and return it as float32 NumPy."""
+    if hasattr(x, "get") and not isinstance(x, np.ndarray):  # a CuPy array
+        x = x.get()
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input cannot be converted to a float32 array: {exc}") from None
+    if dims and arr.ndim != len(dims):
+        raise InputError(
+            f"input has shape {list(arr.shape)} but model input {name!r} expects rank {len(dims)} "
+            f"({_dims_str(dims)}), batch first"
+        )
+    for i, (have, want) in enumerate(zip(arr.shape, dims, strict=False)):
+        if want is not None and i > 0 and have != want:
+            raise InputError(
+                f"input has shape {list(arr.shape)} but model input {name!r} expects {_dims_str(dims)}"
+            )
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise InputError("input must have a batch axis with at least one sample")
+    if not np.all(np.isfinite(arr)):
+        raise InputError("input contains NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+def _dims_str(dims: list[int | None]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
