@@ -50,6 +50,7 @@ class Explainer:
         self.prepared = prepare(load_model(model), output)
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
         self._predict_session: Any = None
+        self._forwards: dict[str, Any] = {}
         dims = self.prepared.input_dims
         self.fixed_batch = dims[0] if dims else None
         if dims and all(d is not None for d in dims[1:]):
@@ -96,7 +97,7 @@ class Explainer:
     def _plan(self, shape: tuple[int, ...]) -> Plan:
         plan = self._plans.get(shape)
         if plan is None:
-            plan = Plan(self.prepared, shape, self.backend, self.threads)
+            plan = Plan(self.prepared, shape, self.backend, self.threads, self._forwards)
             self._plans[shape] = plan
             while len(self._plans) > _MAX_PLANS:
                 self._plans.popitem(last=False)
@@ -361,8 +362,10 @@ class Explainer:
     def _cam_layer(self, plan: Plan, layer: str | None) -> str:
         g = plan.graph
         if layer is None:
+            # feature maps come out of convolutions, pools and elementwise layers (channels first, as
+            # ONNX defines them); re-indexing layers may have moved the channel axis (NHWC exports)
             spatial = [
-                t for lay in g.layers for t in lay.outputs
+                t for lay in g.layers if lay.kind != "reindex" for t in lay.outputs
                 if len(g.shapes.get(t, ())) >= 3 and int(np.prod(g.shapes[t][2:])) > 1
             ]
             if not spatial:

@@ -26,6 +26,7 @@ from .errors import InputError, ModelLoadError, UnsupportedModelError
 from .ops import Layer, NodeContext, Unsupported, lookup
 from .ops.elementwise import ActivationLayer, AffineLayer, BatchNormLayer
 from .ops.linear import ConvLayer, DenseLayer, LinearLayer
+from .ops.reindex import PadLayer
 
 _SOFTMAX = {"Softmax", "LogSoftmax"}
 _FLOAT = onnx.TensorProto.FLOAT
@@ -345,13 +346,38 @@ def _fold_constant_node(node: onnx.NodeProto, consts: dict[str, np.ndarray], ops
     return True
 
 
-def _shapes(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {input_name: tuple(input_shape)}
+_SMALL = 4096  # constants with at most this many elements stay values during shape inference
+
+
+def _skeleton(model: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],
+              input_name: str, input_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """The dynamic part of the graph with small constants as values and big ones as typed inputs.
+
+    Shape inference needs the weights' shapes but not their values, so this keeps it cheap
+    on models with hundreds of megabytes of weights.
+    """
+    used = {n for node in nodes for n in node.input if n in consts}
+    inputs = [helper.make_tensor_value_info(input_name, _FLOAT, list(input_shape))]
+    inits = []
+    for name in sorted(used):
+        c = consts[name]
+        if c.size <= _SMALL:
+            inits.append(numpy_helper.from_array(np.asarray(c), name))
+        else:
+            inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(c.dtype), list(c.shape)))
+    g = helper.make_graph(nodes, "skeleton", inputs, [], initializer=inits)
+    m = helper.make_model(g, opset_imports=list(model.opset_import))
+    m.ir_version = model.ir_version
+    return m
+
+
+def _infer_shapes(skel: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # noqa: BLE001
-        inferred = model
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        inferred = onnx.shape_inference.infer_shapes(skel, data_prop=True)
+    except Exception:  # noqa: BLE001 - partial information is fine, the fallback runs the model
+        return {}
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
         t = vi.type.tensor_type
         if not t.HasField("shape"):
             continue
@@ -359,6 +385,41 @@ def _shapes(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...
         if all(d >= 0 for d in dims):
             shapes[vi.name] = tuple(int(d) for d in dims)
     return shapes
+
+
+def _fold(model: onnx.ModelProto, consts: dict[str, np.ndarray], input_name: str,
+          input_shape: tuple[int, ...], opset: int) -> tuple[list[onnx.NodeProto], dict[str, tuple[int, ...]]]:
+    """Constant-fold the graph for a fixed input shape: ``Shape``/``Size`` of tensors whose shape
+    is known become constants, and so does every node whose inputs are all constant (exporters'
+    shape arithmetic, run-time padding sub-graphs). Returns the remaining nodes and the shapes."""
+    nodes = [n for n in model.graph.node if n.op_type != "Constant"]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for _ in range(16):
+        changed = False
+        for node in nodes:
+            outs = [o for o in node.output if o]
+            if all(o in consts for o in outs) or node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type in ("Shape", "Size") and node.input[0] in shapes:
+                shp = np.array(shapes[node.input[0]], dtype=np.int64)
+                if node.op_type == "Size":
+                    consts[outs[0]] = np.array(int(np.prod(shp)), dtype=np.int64)
+                else:
+                    start = next((a.i for a in node.attribute if a.name == "start"), 0)
+                    end = next((a.i for a in node.attribute if a.name == "end"), None)
+                    consts[outs[0]] = shp[start:end]
+                changed = True
+            elif node.input and all((not n) or n in consts for n in node.input):
+                changed |= _fold_constant_node(node, consts, opset)
+        nodes = [n for n in nodes if not all(o in consts for o in n.output if o)]
+        shapes = {input_name: tuple(input_shape)}
+        shapes.update(_infer_shapes(_skeleton(model, nodes, consts, input_name, input_shape)))
+        pending = any(
+            n.op_type in ("Shape", "Size") and n.input[0] in shapes for n in nodes
+        )
+        if not changed and not pending:
+            break
+    return nodes, shapes
 
 
 def _shapes_by_running(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...],
@@ -384,14 +445,7 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     """Turn the canonical model into layers; refuse (listing every culprit) what cannot be explained."""
     opset = opset_of(canon)
     consts = _constants(canon)
-    nodes = [n for n in canon.graph.node if n.op_type != "Constant"]
-    for node in nodes:
-        if node.domain not in ("", "ai.onnx"):
-            continue
-        if all((not n) or n in consts for n in node.input) and node.input:
-            _fold_constant_node(node, consts, opset)
-    dyn_nodes = [n for n in nodes if not all(o in consts for o in n.output if o)]
-    shapes = _shapes(canon, input_name, input_shape)
+    dyn_nodes, shapes = _fold(canon, consts, input_name, input_shape, opset)
     needed = sorted({t for n in dyn_nodes for t in list(n.input) + list(n.output) if t and t not in consts})
     missing = [t for t in needed if t not in shapes]
     if missing:
@@ -431,6 +485,8 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     if output_name not in {o for layer in layers for o in layer.outputs}:
         raise UnsupportedModelError(f"output {output_name!r} is not computed from the input")
 
+    _drop_identities(layers, output_name)
+    _fold_pads_into_conv(layers)
     _fold_into_linear(layers)
     _annotate(layers, input_name)
     out_shape = shapes[output_name]
@@ -541,6 +597,40 @@ def _fold_into_linear(layers: list[Layer]) -> None:
             layers.remove(nxt)
             changed = True
             break
+
+
+def _drop_identities(layers: list[Layer], output_name: str) -> None:
+    """Remove Identity/Dropout layers (and float-to-float Casts), rewiring their consumers."""
+    for layer in list(layers):
+        if layer.op_type not in ("Identity", "Dropout", "Cast") or layer.outputs[0] == output_name:
+            continue
+        src, dst = layer.inputs[0], layer.outputs[0]
+        for other in layers:
+            other.inputs = [src if i == dst else i for i in other.inputs]
+        layers.remove(layer)
+
+
+def _fold_pads_into_conv(layers: list[Layer]) -> None:
+    """Fold a zero ``Pad`` of the spatial axes into the convolution that alone reads it (as onnxruntime does)."""
+    consumers: dict[str, list[Layer]] = {}
+    for layer in layers:
+        for i in layer.inputs:
+            consumers.setdefault(i, []).append(layer)
+    for pad in [la for la in layers if isinstance(la, PadLayer)]:
+        users = consumers.get(pad.outputs[0], [])
+        if len(users) != 1 or not isinstance(users[0], ConvLayer) or pad.value != 0.0:
+            continue
+        conv = users[0]
+        if any(pad.begin[:2]) or any(pad.end[:2]) or min(pad.begin + pad.end) < 0:
+            continue
+        nd = len(conv.weight.shape) - 2
+        conv.pads = [conv.pads[i] + pad.begin[2 + i] for i in range(nd)] + [
+            conv.pads[nd + i] + pad.end[2 + i] for i in range(nd)
+        ]
+        conv.inputs = list(pad.inputs)
+        conv.input_shapes = list(pad.input_shapes)
+        conv.folded.insert(0, "Pad")
+        layers.remove(pad)
 
 
 def _annotate(layers: list[Layer], input_name: str) -> None:

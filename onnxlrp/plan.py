@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend
+from .errors import UnsupportedModelError
 from .graph import Graph, PreparedModel, build_graph, canonicalize
 from .ops.base import Array, Layer, Unsupported
 from .rules import Rule, RuleContext
@@ -18,11 +19,29 @@ class Plan:
     """Everything that depends on the input shape: canonical graph, layers, forward session."""
 
     def __init__(self, prepared: PreparedModel, shape: tuple[int, ...], backend: Backend,
-                 threads: int | None = None) -> None:
-        canon = canonicalize(prepared, shape)
-        self.graph: Graph = build_graph(canon, prepared.input_name, prepared.output_name, shape)
+                 threads: int | None = None, shared: dict[str, Forward] | None = None) -> None:
+        """Build the layers for input ``shape``.
+
+        The graph is first parsed as exported (with onnxlrp's own constant folding); only if
+        that meets something it cannot handle is it canonicalised by onnxruntime's basic
+        optimisations and parsed again. ``shared`` caches the forward session of the first
+        route, which serves every input shape.
+        """
         self.backend = backend
-        self.forward = Forward(canon, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads)
+        try:
+            self.graph: Graph = build_graph(prepared.model, prepared.input_name, prepared.output_name, shape)
+            key = "exported"
+            model = prepared.model
+        except UnsupportedModelError:
+            model = canonicalize(prepared, shape)
+            self.graph = build_graph(model, prepared.input_name, prepared.output_name, shape)
+            key = ""
+        forward = shared.get(key) if (shared is not None and key) else None
+        if forward is None or not set(self.graph.tensors) <= set(forward.names) | {prepared.input_name}:
+            forward = Forward(model, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads)
+            if shared is not None and key:
+                shared[key] = forward
+        self.forward = forward
 
     def run_forward(self, x: np.ndarray) -> dict[str, Array]:
         """Forward pass: every tensor the backward needs, on the backend's device."""

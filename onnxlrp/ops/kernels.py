@@ -206,7 +206,7 @@ def avgpool_vjp(
     ``in_shape`` is the input's shape; ``g`` may carry extra leading axes.
     """
     nd = len(kernel)
-    o_shape = g.shape[2:]
+    o_shape = g.shape[g.ndim - nd :]
     spatial = tuple(in_shape[2:])
     pe = []
     for i in range(nd):

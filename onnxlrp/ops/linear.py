@@ -41,7 +41,7 @@ class LinearLayer(Layer):
         ck = ("w", key, id(xp))
         if ck not in self._cache:
             w = self.weight if fn is None else fn(self.weight)
-            self._cache[ck] = xp.asarray(np.ascontiguousarray(w, dtype=np.float32))
+            self._cache[ck] = xp.asarray(np.asarray(w, dtype=np.float32))
         return self._cache[ck]
 
     def bias_param(self, xp: Any, key: str, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Array | None:
@@ -190,7 +190,7 @@ class DenseLayer(LinearLayer):
 
     def __init__(self, ctx: NodeContext, x_name: str, wt: np.ndarray, bias: np.ndarray | None) -> None:
         super().__init__(ctx, x_name)
-        self.weight = np.ascontiguousarray(wt, dtype=np.float32)
+        self.weight = np.asarray(wt, dtype=np.float32)  # often a transposed view: BLAS takes it as is
         self.bias = None if bias is None else np.asarray(bias, dtype=np.float32).reshape(-1)
 
     @property
@@ -233,7 +233,9 @@ def _build_gemm(ctx: NodeContext) -> Layer:
     b_mat = ctx.const(1)
     assert b_mat is not None
     wt = b_mat.T if int(ctx.attr("transB", 0)) else b_mat
-    wt = float(ctx.attr("alpha", 1.0)) * wt
+    alpha = float(ctx.attr("alpha", 1.0))
+    if alpha != 1.0:
+        wt = alpha * wt
     c = ctx.const(2)
     bias = None
     if c is not None:
