@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .accel import OrtConvKernels
 from .backend import Backend, get_backend
 from .errors import InputError, UnsupportedModelError
 from .graph import load_model, prepare
@@ -51,6 +52,8 @@ class Explainer:
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
         self._predict_session: Any = None
         self._forwards: dict[str, Any] = {}
+        # on the CPU, convolutions of the backward run on onnxruntime's kernels (see onnxlrp.accel)
+        self._accel = None if self.backend.is_gpu else OrtConvKernels(threads)
         dims = self.prepared.input_dims
         self.fixed_batch = dims[0] if dims else None
         if dims and all(d is not None for d in dims[1:]):
@@ -97,7 +100,7 @@ class Explainer:
     def _plan(self, shape: tuple[int, ...]) -> Plan:
         plan = self._plans.get(shape)
         if plan is None:
-            plan = Plan(self.prepared, shape, self.backend, self.threads, self._forwards)
+            plan = Plan(self.prepared, shape, self.backend, self.threads, self._forwards, self._accel)
             self._plans[shape] = plan
             while len(self._plans) > _MAX_PLANS:
                 self._plans.popitem(last=False)

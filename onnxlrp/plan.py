@@ -11,6 +11,7 @@ from .backend import Backend
 from .errors import UnsupportedModelError
 from .graph import Graph, PreparedModel, build_graph, canonicalize
 from .ops.base import Array, Layer, Unsupported
+from .ops.linear import ConvLayer
 from .rules import Rule, RuleContext
 from .runtime import Forward
 
@@ -19,7 +20,8 @@ class Plan:
     """Everything that depends on the input shape: canonical graph, layers, forward session."""
 
     def __init__(self, prepared: PreparedModel, shape: tuple[int, ...], backend: Backend,
-                 threads: int | None = None, shared: dict[str, Forward] | None = None) -> None:
+                 threads: int | None = None, shared: dict[str, Forward] | None = None,
+                 accel: Any = None) -> None:
         """Build the layers for input ``shape``.
 
         The graph is first parsed as exported (with onnxlrp's own constant folding); only if
@@ -42,6 +44,10 @@ class Plan:
             if shared is not None and key:
                 shared[key] = forward
         self.forward = forward
+        if accel is not None and not backend.is_gpu:
+            for layer in self.graph.linear_layers:
+                if isinstance(layer, ConvLayer):
+                    layer.accel = accel
 
     def run_forward(self, x: np.ndarray) -> dict[str, Array]:
         """Forward pass: every tensor the backward needs, on the backend's device."""

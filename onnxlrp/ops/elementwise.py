@@ -40,7 +40,11 @@ class ActivationLayer(Layer):
     def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
         """``g ⊙ f'(x)``."""
         g = gouts[0]
-        return [None if g is None else g * self.derivative(xp, ins[0], outs[0])]
+        if g is None:
+            return [None]
+        if self.op_type == "Relu":
+            return [xp.where(ins[0] > 0, g, xp.float32(0))]
+        return [g * self.derivative(xp, ins[0], outs[0])]
 
 
 def _f32(xp: Any, mask: Array) -> Array:

@@ -173,6 +173,9 @@ def maxpool_vjp(
     """
     nd = len(kernel)
     o_shape = y.shape[2:]
+    if (list(kernel) == list(strides) and not any(pads) and all(d == 1 for d in dilations)
+            and all(o * k == n for o, k, n in zip(o_shape, kernel, x.shape[2:], strict=True))):
+        return _maxpool_vjp_tiled(xp, x, g, kernel, o_shape)
     # pad enough at the end for ceil-mode windows that run past the input
     pe = []
     for i in range(nd):
@@ -189,6 +192,25 @@ def maxpool_vjp(
         gx[sl] += g * hit
     crop = (Ellipsis,) + tuple(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(nd))
     return xp.ascontiguousarray(gx[crop])
+
+
+def _maxpool_vjp_tiled(xp: Any, x: Array, g: Array, kernel: Sequence[int], o_shape: Sequence[int]) -> Array:
+    """Max-pool VJP for non-overlapping windows that tile the input exactly (the common 2×2/2 case)."""
+    nd = len(kernel)
+    lead = x.shape[:2]
+    split = lead + tuple(v for o, k in zip(o_shape, kernel, strict=True) for v in (o, k))
+    perm = [0, 1] + [2 + 2 * i for i in range(nd)] + [3 + 2 * i for i in range(nd)]
+    kp = 1
+    for k in kernel:
+        kp *= k
+    windows = x.reshape(split).transpose(perm).reshape(lead + tuple(o_shape) + (kp,))
+    first = windows.argmax(axis=-1)  # the first maximum, as onnxruntime picks it
+    onehot = xp.arange(kp) == first[..., None]
+    gx = g[..., None] * onehot  # (..., B, C, *O, kp)
+    extra = g.ndim - x.ndim
+    gsplit = gx.reshape(g.shape[:extra] + lead + tuple(o_shape) + tuple(kernel))
+    inv = list(range(extra + 2)) + [v for i in range(nd) for v in (extra + 2 + i, extra + 2 + nd + i)]
+    return xp.ascontiguousarray(gsplit.transpose(inv)).reshape(g.shape[:extra] + tuple(x.shape))
 
 
 def avgpool_vjp(

@@ -74,7 +74,7 @@ class SignEpsilon(Stabilizer):
     def __call__(self, xp: Any, z: Array) -> Array:
         """``z + s(z)·ε``."""
         e = z.dtype.type(self.eps)
-        return z + xp.where(z >= 0, e, -e)
+        return xp.where(z >= 0, z + e, z - e)
 
     def __str__(self) -> str:
         return f"eps={self.eps:g}"
