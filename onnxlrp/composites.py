@@ -90,14 +90,17 @@ _INN_OTHER = {
 }
 
 
-def bounded_deep_taylor() -> Composite:
-    """The seed's ``LRP`` (iNNvestigate's BoundedDeepTaylor, as methods.md reads it).
+def bounded_deep_taylor(bias: bool = False) -> Composite:
+    """The seed's ``LRP``: iNNvestigate's BoundedDeepTaylor.
 
-    First linear layers: Z^B; linear layers followed by a ReLU: Alpha-Beta(1, 0) with bias;
-    other linear layers (the classifier): W². Pools and sums: the gradient. Activations,
-    BatchNorm and constant scalings: relevance passes unchanged. Gates: all to the signal.
+    First linear layers: Z^B; linear layers followed by a ReLU: Alpha-Beta(1, 0) — without
+    the bias (DTD's z⁺ rule) unless ``bias=True`` (iNNvestigate 1.0.8's form, which divides by
+    near-zero or negative denominators once BatchNorm has been folded into the biases); other
+    linear layers (the classifier): W². Activations, pools, sums: the gradient. BatchNorm and
+    constant scalings: relevance passes unchanged. Gates: all to the signal.
     """
-    zb, ab, w2 = zbox(SafeDivide()), alpha_beta_innvestigate(1.0, 0.0), wsquare(SafeDivide(), bias=False)
+    zb, w2 = zbox(SafeDivide()), wsquare(SafeDivide(), bias=False)
+    ab = alpha_beta_innvestigate(1.0, 0.0) if bias else alpha_beta_innvestigate(1.0, 0.0, bias=False)
 
     def linear(layer: LinearLayer) -> Rule:
         if layer.first:
@@ -107,7 +110,7 @@ def bounded_deep_taylor() -> Composite:
     return Composite(
         "lrp",
         linear,
-        {"activation": PASS, "affine": PASS, "batchnorm": PASS, "gate": GateToSignal()},
+        {"affine": PASS, "batchnorm": PASS, "gate": GateToSignal()},
         needs_bounds=True,
     )
 

@@ -208,7 +208,8 @@ class Explainer:
         heatmaps sum to 0). Gradient methods are seeded with 1 (``gradient`` = ``∂y_t/∂x``).
         ``relu=True`` clips the heatmap at 0. Method options: ``low``/``high`` (the input box
         of Z^B; scalars or arrays broadcastable to ``x``; default: each sample's min and max),
-        ``epsilon``, ``gamma``, ``layer`` (Grad-CAM tensor name), ``n_samples``,
+        ``bias`` (``lrp``/``clrp``/``sglrp``: keep the bias in Alpha-Beta(1, 0) as iNNvestigate 1.0.8
+        did), ``epsilon``, ``gamma``, ``layer`` (Grad-CAM tensor name), ``n_samples``,
         ``noise_scale``, ``seed``, ``steps``, ``baseline``, ``batch_size``.
         """
         m = self._method(method)
@@ -222,9 +223,18 @@ class Explainer:
         logits = self.predict(xs) if target is None and targets is None else None
         num_classes = logits.shape[1] if logits is not None else self._num_classes_for(xs)
         tg = self._targets(target, targets, n, num_classes, logits)
+        per_sample = {}
+        for key in ("low", "high", "baseline"):
+            if options.get(key) is not None:
+                try:
+                    per_sample[key] = np.broadcast_to(np.asarray(options[key], dtype=np.float32), xs.shape)
+                except ValueError:
+                    raise InputError(f"{key} must be a scalar or broadcastable to the input shape "
+                                     f"{list(xs.shape)}") from None
         parts = []
         for sl in self._batches(n):
-            parts.append(self._explain_batch(m, xs[sl], tg[:, sl], options))
+            opts = {**options, **{k: v[sl] for k, v in per_sample.items()}}
+            parts.append(self._explain_batch(m, xs[sl], tg[:, sl], opts))
         xp = self.backend.xp
         heat = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
         if relu:
@@ -261,6 +271,8 @@ class Explainer:
             kwargs["eps"] = float(opts["epsilon"])
         if "gamma" in opts:
             kwargs["gamma"] = float(opts["gamma"])
+        if "bias" in opts:
+            kwargs["bias"] = bool(opts["bias"])
         comp = m.composite(**kwargs)
         ctx = RuleContext(xp)
         if comp.needs_bounds:
@@ -316,7 +328,7 @@ class Explainer:
         if m.name == "smoothgrad":
             count = int(opts.get("n_samples", 64))
             scale = float(opts.get("noise_scale", 1.0))
-            rng = np.random.default_rng(opts.get("seed", 0))
+            seed = opts.get("seed", 0)
             if count < 1 or scale < 0:
                 raise InputError("smoothgrad needs n_samples >= 1 and noise_scale >= 0")
         else:
@@ -329,6 +341,8 @@ class Explainer:
         for i in range(n):
             xi = x[i : i + 1]
             done = 0
+            if m.name == "smoothgrad":  # the same noise for every sample: results do not depend on batching
+                rng = np.random.default_rng(seed)
             while done < count:
                 k = min(per_call, count - done)
                 if m.name == "smoothgrad":

@@ -61,7 +61,8 @@ def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx
             raise ModelLoadError(f"{path} is not a readable ONNX model ({exc.__class__.__name__})") from None
         base = path.resolve().parent
     if not model.graph.node:
-        raise ModelLoadError("the ONNX model has an empty graph (is this really a model file?)")
+        where = f"{source}" if isinstance(source, str | os.PathLike) else "the model"
+        raise ModelLoadError(f"{where} has no graph nodes: not an ONNX model file (or an empty one)")
     _load_external(model, base)
     return model
 

@@ -47,10 +47,13 @@ __all__ = [
     "Preset",
     "detect_layout",
     "expand_inputs",
+    "image_size",
     "input_range",
     "load_image",
     "load_images",
     "load_rgb",
+    "parse_floats",
+    "preprocess",
     "region_mask",
     "scale_box",
 ]
@@ -164,6 +167,8 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
             return ImageOps.exif_transpose(im)
     except UnidentifiedImageError:
         raise InputError(f"cannot read image {p}: not an image format PIL knows") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"cannot read image {p}: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
         raise InputError(f"cannot read image {p}: {exc}") from None
 

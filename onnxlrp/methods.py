@@ -17,6 +17,7 @@ import numpy as np
 from . import composites as C
 
 LOW_HIGH = ("low", "high")
+DTD = LOW_HIGH + ("bias",)
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,11 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in [
         Method("lrp", "lrp", "bounded Deep Taylor LRP (the seed's LRP): Z^B / Alpha-Beta(1,0) / W²",
-               C.bounded_deep_taylor, "relu_logit", options=LOW_HIGH),
+               C.bounded_deep_taylor, "relu_logit", options=DTD),
         Method("clrp", "lrp", "contrastive LRP: target pass minus the rescaled pass of all other classes",
-               C.bounded_deep_taylor, "clrp", "contrast", LOW_HIGH),
+               C.bounded_deep_taylor, "clrp", "contrast", DTD),
         Method("sglrp", "lrp", "softmax-gradient LRP: target p_t(1-p_t) minus the rescaled dual p_t p_i",
-               C.bounded_deep_taylor, "sglrp", "contrast", LOW_HIGH),
+               C.bounded_deep_taylor, "sglrp", "contrast", DTD),
         Method("sglrp_seq_a", "lrp", "SGLRP start in one pass through LRP preset A flat",
                C.lrp_preset_a, "sglrp_signed"),
         Method("sglrp_seq_b", "lrp", "SGLRP start in one pass through LRP preset B flat",

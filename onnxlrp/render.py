@@ -40,18 +40,19 @@ COLORMAPS: dict[str, tuple[tuple[float, float, float], ...]] = {
 
 
 def colormap(name: str = "seismic", n: int = 256) -> np.ndarray:
-    """The ``(n, 3)`` uint8 lookup table of a colour map: entry ``i`` is the colour at ``i / (n - 1)``.
+    """The ``(n, 3)`` uint8 table of a colour map: entry ``i`` is the colour at ``i / (n - 1)`` of its range."""
+    return _colorize(np.linspace(-1.0, 1.0, n), name)
 
-    Nodes are interpolated linearly; values are truncated to 0..255 as matplotlib does when
-    it converts a colour map to bytes.
-    """
+
+def _colorize(v: np.ndarray, name: str) -> np.ndarray:
+    """Colours (uint8 RGB, shape ``v.shape + (3,)``) of values ``v`` in [-1, 1], interpolated between the nodes."""
     if name not in COLORMAPS:
         raise ValueError(f"unknown colour map {name!r}; choose from {', '.join(COLORMAPS)}")
     nodes = np.asarray(COLORMAPS[name], dtype=np.float64)
-    pos = np.linspace(0.0, 1.0, len(nodes))
-    x = np.linspace(0.0, 1.0, n)
-    lut = np.stack([np.interp(x, pos, nodes[:, k]) for k in range(3)], axis=1)
-    return (lut * 255).astype(np.uint8)
+    pos = np.linspace(-1.0, 1.0, len(nodes))
+    v = np.clip(np.asarray(v, dtype=np.float64), -1.0, 1.0)
+    rgb = np.stack([np.interp(v, pos, nodes[:, k]) for k in range(3)], axis=-1)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def relevance_map(heat: np.ndarray, layout: str = "NCHW") -> np.ndarray:
@@ -68,33 +69,36 @@ def relevance_map(heat: np.ndarray, layout: str = "NCHW") -> np.ndarray:
     return h.sum(axis=0 if layout == "NCHW" else -1)
 
 
-def normalize(h: np.ndarray, scale: float | None = None) -> np.ndarray:
+def normalize(h: np.ndarray, scale: float | None = None, percentile: float | None = None) -> np.ndarray:
     """``h / scale`` clipped to [-1, 1]; default ``scale = max |h|`` (an all-zero map stays 0).
 
-    Non-finite values (NaN, ±inf) become 0 and do not count towards the scale.
+    With ``percentile`` (0 < p <= 100) and no ``scale``, the scale is that percentile of
+    ``|h|`` instead of its maximum: the few strongest pixels saturate and weaker structure
+    becomes visible. Non-finite values (NaN, ±inf) become 0 and do not count towards the scale.
     """
     h = np.asarray(h, dtype=np.float64)
     h = np.where(np.isfinite(h), h, 0.0)
-    s = float(np.abs(h).max()) if scale is None and h.size else float(scale or 0.0)
+    if scale is None and percentile is not None:
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], not {percentile}")
+        s = float(np.percentile(np.abs(h), percentile)) if h.size else 0.0
+    else:
+        s = float(np.abs(h).max()) if scale is None and h.size else float(scale or 0.0)
     if s <= 0:
         return np.zeros_like(h)
     return np.clip(h / s, -1.0, 1.0)
 
 
 def heatmap_to_rgb(h: np.ndarray, cmap: str = "seismic", scale: float | None = None,
-                   layout: str = "NCHW") -> np.ndarray:
+                   layout: str = "NCHW", percentile: float | None = None) -> np.ndarray:
     """Colour a relevance map: an ``(H, W, 3)`` uint8 RGB image.
 
     ``h`` is a 2-D map or one sample (summed over channels first, see :func:`relevance_map`).
     It is divided by ``scale`` (default ``max |h|``) so that 0 maps to the middle of the colour
     map (white for ``seismic``), +scale to its positive end (dark red) and -scale to its
-    negative end (dark blue).
+    negative end (dark blue). ``percentile``: see :func:`normalize`.
     """
-    v = normalize(relevance_map(h, layout), scale)
-    lut = colormap(cmap)
-    n = len(lut)
-    idx = np.clip(((v + 1.0) / 2.0 * n).astype(np.int64), 0, n - 1)
-    return lut[idx]
+    return _colorize(normalize(relevance_map(h, layout), scale, percentile), cmap)
 
 
 def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
@@ -106,22 +110,23 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
 
 
 def save_heatmap(path: str | os.PathLike[str], h: np.ndarray, cmap: str = "seismic",
-                 scale: float | None = None, layout: str = "NCHW") -> Path:
+                 scale: float | None = None, layout: str = "NCHW", percentile: float | None = None) -> Path:
     """Write the coloured heatmap of ``h`` (see :func:`heatmap_to_rgb`) as a PNG, one pixel per input pixel."""
-    return save_png(path, heatmap_to_rgb(h, cmap, scale, layout))
+    return save_png(path, heatmap_to_rgb(h, cmap, scale, layout, percentile))
 
 
 def overlay(photo: np.ndarray, h: np.ndarray, alpha: float = 0.8, cmap: str = "seismic",
-            scale: float | None = None, layout: str = "NCHW") -> np.ndarray:
+            scale: float | None = None, layout: str = "NCHW", percentile: float | None = None) -> np.ndarray:
     """The heatmap blended on the photo: ``(H, W, 3)`` uint8.
 
     The photo (``(H, W, 3)`` uint8, the size of the map) is shown in grey levels at reduced
     contrast (``64 + 0.6 * grey``); each
     pixel's heatmap colour is laid over it with opacity ``alpha * sqrt(|v|)``, ``v`` the
     normalised relevance in [-1, 1], so that irrelevant pixels show the photo and relevant
-    ones show red or blue (the square root keeps weak relevance visible).
+    ones show red or blue (the square root keeps weak relevance visible). ``scale`` and
+    ``percentile``: see :func:`normalize`.
     """
-    v = normalize(relevance_map(h, layout), scale)
+    v = normalize(relevance_map(h, layout), scale, percentile)
     photo = np.asarray(photo, dtype=np.float64)
     if photo.ndim == 2:
         photo = photo[..., None].repeat(3, axis=2)
@@ -143,15 +148,18 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def grid(panels: Sequence[np.ndarray], titles: Sequence[str] | None = None, columns: int | None = None,
-         pad: int = 6, font_size: int = 14) -> np.ndarray:
+         pad: int = 6, font_size: int = 14, min_size: int = 0) -> np.ndarray:
     """Panels side by side, each with its title above, as one ``(H, W, 3)`` uint8 image.
 
     ``panels`` are ``(h, w, 3)`` uint8 images (sizes may differ: each cell is as large as the
     largest panel, and a panel is centred in it); ``columns`` panels per row (default: all in one
-    row, like the seed's figure). Background white, titles black, in PIL's default font.
+    row, like the seed's figure). Panels whose larger side is below ``min_size`` are enlarged by
+    a whole factor (nearest neighbour, pixels stay sharp). Background white, titles black, in
+    PIL's default font.
     """
     if not panels:
         raise ValueError("grid() needs at least one panel")
+    panels = [_enlarge(np.asarray(p, dtype=np.uint8), min_size) for p in panels]
     titles = list(titles) if titles is not None else [""] * len(panels)
     if len(titles) != len(panels):
         raise ValueError("grid() needs one title per panel")
@@ -175,6 +183,14 @@ def grid(panels: Sequence[np.ndarray], titles: Sequence[str] | None = None, colu
             tw = draw.textlength(text, font=font)
             draw.text((x0 + (pw - tw) / 2, y0), text, fill="black", font=font)
     return np.asarray(canvas, dtype=np.uint8)
+
+
+def _enlarge(panel: np.ndarray, min_size: int) -> np.ndarray:
+    side = max(panel.shape[0], panel.shape[1])
+    if side >= min_size or side == 0:
+        return panel
+    k = -(-min_size // side)
+    return panel.repeat(k, axis=0).repeat(k, axis=1)
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont,

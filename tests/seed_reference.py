@@ -17,13 +17,13 @@ Entry point: :func:`reference`.
 
 Choices made where ``methods.md`` leaves room (each is also noted at the code that does it):
 
-1. ReLU nodes inside the network pass relevance through unchanged in every LRP-family pass
-   (the general "elementwise activations" row of the spec). The seed's Keras VGG16 has its
-   ReLUs fused into the Conv/Dense layers, where iNNvestigate's rules ignore the activation,
-   so this is also what the seed computes on its own model. The LRP row's "activations: the
-   gradient" is available as ``lrp_relu="gradient"`` (multiply by ``[x > 0]``). The choice only
-   matters where relevance reaches a dead unit without being multiplied by an activation,
-   i.e. after the W^2 rule of the classifier layer.
+1. ReLU nodes: in the bounded Deep Taylor passes (lrp, clrp, sglrp) they take the gradient
+   (multiply by ``[x > 0]``), as the spec's LRP row says and as iNNvestigate's DeepTaylor maps a
+   ReLU layer; in the LRP presets (A, B, epsilon) they pass relevance unchanged (the general
+   "elementwise activations" row, iNNvestigate's LRP default for Activation layers).
+   ``lrp_relu="pass"`` gives the other reading for the Deep Taylor passes.
+1b. The bounded Deep Taylor passes use Alpha-Beta(1, 0) *without* bias (DTD's z+ rule, as later
+   iNNvestigate versions do); ``dtd_bias=True`` keeps the bias (iNNvestigate 1.0.8, the seed).
 2. The bounded Deep Taylor family (``lrp``, ``clrp``, ``sglrp``) starts from the ReLU'd logits
    exactly as the spec's start vectors say, with no further mask. In the seed, iNNvestigate's
    ``DeepTaylor._prepare_model`` appends a ``keras.layers.ReLU`` to the outputs and the head
@@ -312,6 +312,8 @@ def apply_rule(rule: tuple[Any, ...], layer: Layer, x: np.ndarray, R: np.ndarray
         return rule_epsilon(kind, W, b, x, R, rule[1])
     if name == "alpha_beta":
         return rule_alpha_beta(kind, W, b, x, R, rule[1], rule[2])
+    if name == "alpha_beta_nobias":
+        return rule_alpha_beta(kind, W, None, x, R, rule[1], rule[2])
     if name == "w2":
         return rule_w2(kind, W, x, R)
     if name == "flat":
@@ -326,12 +328,13 @@ def apply_rule(rule: tuple[Any, ...], layer: Layer, x: np.ndarray, R: np.ndarray
 # --------------------------------------------------------------------------------------
 
 
-def rules_for(preset: str, layers: Sequence[Layer], low: float = -1.0, high: float = 1.0) -> dict[int, tuple]:
+def rules_for(preset: str, layers: Sequence[Layer], low: float = -1.0, high: float = 1.0,
+              dtd_bias: bool = False) -> dict[int, tuple]:
     """Map layer index -> rule for the linear layers of ``layers`` under ``preset``.
 
     - ``"dtd"`` (bounded Deep Taylor, used by lrp/clrp/sglrp): first linear node Z^B(low, high);
-      linear nodes followed by a ReLU Alpha-Beta(1, 0) with bias; the others (the classifier
-      layer) W^2.
+      linear nodes followed by a ReLU Alpha-Beta(1, 0), without bias unless ``dtd_bias``; the
+      others (the classifier layer) W^2.
     - ``"a"`` (LRP preset A flat): first linear node Flat; conv Alpha-Beta(1, 0) with bias;
       dense Epsilon(0.1).
     - ``"b"`` (LRP preset B flat): as ``"a"`` with Alpha-Beta(2, 1) with bias on convs.
@@ -347,7 +350,7 @@ def rules_for(preset: str, layers: Sequence[Layer], low: float = -1.0, high: flo
             if k == first:
                 rules[k] = ("zb", low, high)
             elif followed_by_relu:
-                rules[k] = ("alpha_beta", 1.0, 0.0)
+                rules[k] = ("alpha_beta", 1.0, 0.0) if dtd_bias else ("alpha_beta_nobias", 1.0, 0.0)
             else:
                 rules[k] = ("w2",)
         elif preset in ("a", "b"):
@@ -507,8 +510,9 @@ def reference(
     high: float = 1.0,
     *,
     relu: bool = False,
-    lrp_relu: str = "pass",
+    lrp_relu: str = "gradient",
     logit_mask: bool = False,
+    dtd_bias: bool = False,
     dtype: Any = np.float64,
 ) -> np.ndarray:
     """Heatmap of ``method`` for one sample ``x`` (C, H, W) and target class ``t``.
@@ -520,7 +524,9 @@ def reference(
         t: target class index.
         low, high: input bounds of the Z^B rule (lrp, clrp, sglrp only).
         relu: clip the final heatmap at 0 (the seed's ``relu=True``).
-        lrp_relu: ReLU behaviour in LRP-family passes, ``"pass"`` (default) or ``"gradient"``.
+        lrp_relu: ReLU behaviour in the bounded Deep Taylor passes, ``"gradient"`` (default) or
+            ``"pass"``; the presets always pass relevance through ReLUs.
+        dtd_bias: keep the bias in the Deep Taylor Alpha-Beta(1, 0) (iNNvestigate 1.0.8).
         logit_mask: multiply the bounded-Deep-Taylor start vectors by ``[y > 0]`` (seed variant).
         dtype: computation dtype (float64 by default; float32 to measure conditioning).
 
@@ -538,11 +544,13 @@ def reference(
         G[t] = 1.0  # seeded with 1: the true gradient of y_t
         heat = gradient_backward(layers, acts, G, method)
     elif method in LRP_METHODS:
-        rules = rules_for(_PRESET_OF[method], layers, low=low, high=high)
+        preset = _PRESET_OF[method]
+        rules = rules_for(preset, layers, low=low, high=high, dtd_bias=dtd_bias)
+        relu_mode = lrp_relu if preset == "dtd" else "pass"
         starts = start_relevances(method, y, t, logit_mask=logit_mask)
-        target = lrp_backward(layers, acts, starts["target"], rules, lrp_relu=lrp_relu)
+        target = lrp_backward(layers, acts, starts["target"], rules, lrp_relu=relu_mode)
         if "dual" in starts:
-            dual = lrp_backward(layers, acts, starts["dual"], rules, lrp_relu=lrp_relu)
+            dual = lrp_backward(layers, acts, starts["dual"], rules, lrp_relu=relu_mode)
             # target - dual * (sum target / sum dual), plain division as in the seed
             heat = target - dual * (target.sum() / dual.sum())
         else:

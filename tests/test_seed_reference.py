@@ -309,15 +309,18 @@ def test_w2_ignores_x_and_flat_spreads_evenly():
 
 
 def test_network_conservation_without_bias():
-    """Zero biases: ``lrp_epsilon`` sums to y_t; bounded Deep Taylor ``lrp`` sums to max(y_t, 0)."""
+    """Zero biases: ``lrp_epsilon`` sums to y_t; bounded Deep Taylor ``lrp`` sums to max(y_t, 0) when the
+    ReLUs pass relevance through (with their gradient, the relevance W^2 gives dead units is dropped)."""
     layers = make_vgg(0, bias=False)
     for n in range(len(X)):
         y = ref.forward(layers, X[n])[-1]
         for t in (int(np.argmax(y)), int(np.argmin(y))):
             heat = ref.reference("lrp_epsilon", layers, X[n], t)
             assert heat.sum() == pytest.approx(y[t], rel=1e-6)
-            heat = ref.reference("lrp", layers, X[n], t, LOW, HIGH)
+            heat = ref.reference("lrp", layers, X[n], t, LOW, HIGH, lrp_relu="pass")
             assert heat.sum() == pytest.approx(max(y[t], 0.0), rel=1e-9, abs=1e-12)
+            heat = ref.reference("lrp", layers, X[n], t, LOW, HIGH)
+            assert heat.sum() <= max(y[t], 0.0) * (1 + 1e-9)
 
 
 def test_bias_absorbs_relevance():
@@ -403,7 +406,9 @@ def test_rules_assignment():
     idx = [k for k, layer in enumerate(LAYERS) if layer[0] in ("conv", "dense")]
     assert idx == [0, 2, 5, 9, 11]
     dtd = ref.rules_for("dtd", LAYERS, LOW, HIGH)
-    assert [dtd[k][0] for k in idx] == ["zb", "alpha_beta", "alpha_beta", "alpha_beta", "w2"]
+    assert [dtd[k][0] for k in idx] == ["zb", "alpha_beta_nobias", "alpha_beta_nobias", "alpha_beta_nobias", "w2"]
+    dtd_bias = ref.rules_for("dtd", LAYERS, LOW, HIGH, dtd_bias=True)
+    assert [dtd_bias[k][0] for k in idx] == ["zb", "alpha_beta", "alpha_beta", "alpha_beta", "w2"]
     a = ref.rules_for("a", LAYERS)
     assert [a[k] for k in idx] == [
         ("flat",),
@@ -436,7 +441,7 @@ def test_fixture_distinguishes_the_documented_choices():
     n, t = 0, int(TARGETS[0, 0])
     for m in ("lrp", "clrp", "sglrp"):
         base = ref.reference(m, LAYERS, X[n], t, LOW, HIGH)
-        assert rel_err(ref.reference(m, LAYERS, X[n], t, LOW, HIGH, lrp_relu="gradient"), base) > 1e-2
+        assert rel_err(ref.reference(m, LAYERS, X[n], t, LOW, HIGH, lrp_relu="pass"), base) > 1e-2
     for m in ("clrp", "sglrp"):
         base = ref.reference(m, LAYERS, X[n], t, LOW, HIGH)
         assert rel_err(ref.reference(m, LAYERS, X[n], t, LOW, HIGH, logit_mask=True), base) > 1e-2
@@ -506,3 +511,16 @@ def test_engine_relu_option(explainer, method):
         X.astype(np.float32), target=targets, method=method, relu=True, **_kwargs(method)
     )
     _check(np.asarray(heat), method, targets, relu=True)
+
+
+@pytest.mark.parametrize("method", ["lrp", "clrp", "sglrp"])
+def test_engine_bias_option(explainer, method):
+    """``bias=True`` keeps the bias in the Deep Taylor Alpha-Beta(1, 0), as iNNvestigate 1.0.8 did."""
+    x = X.astype(np.float32)
+    targets = [int(t) for t in TARGETS[:, 0]]
+    heat = np.asarray(explainer.explain(x, target=targets, method=method, bias=True, **_kwargs(method)))
+    for n, t in enumerate(targets):
+        expected = ref.reference(method, LAYERS, X[n], t, LOW, HIGH, dtd_bias=True)
+        assert rel_err(heat[n], expected) <= REL_TOL, f"{method} n={n}"
+        # and it is a different map from the default (bias-free) one
+        assert rel_err(ref.reference(method, LAYERS, X[n], t, LOW, HIGH), expected) > 1e-3

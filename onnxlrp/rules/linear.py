@@ -178,14 +178,15 @@ def z_rule() -> LinearRule:
     return LinearRule("z", [Group((Term("x", "id"),), "id", SafeDivide())])
 
 
-def alpha_beta_innvestigate(alpha: float, beta: float) -> LinearRule:
-    """iNNvestigate 1.0.8's Alpha-Beta with bias: each denominator carries the whole bias, safe division."""
+def alpha_beta_innvestigate(alpha: float, beta: float, bias: bool = True) -> LinearRule:
+    """iNNvestigate 1.0.8's Alpha-Beta, safe division; with ``bias`` each denominator carries the whole bias."""
+    b = "id" if bias else None
     groups = [
-        Group((Term("x+", "pos"), Term("x-", "neg")), "id", SafeDivide(), coeff=alpha),
+        Group((Term("x+", "pos"), Term("x-", "neg")), b, SafeDivide(), coeff=alpha),
     ]
     if beta:
-        groups.append(Group((Term("x+", "neg"), Term("x-", "pos")), "id", SafeDivide(), coeff=-beta))
-    return LinearRule(f"alpha{alpha:g}-beta{beta:g}", groups)
+        groups.append(Group((Term("x+", "neg"), Term("x-", "pos")), b, SafeDivide(), coeff=-beta))
+    return LinearRule(f"alpha{alpha:g}-beta{beta:g}" + ("" if bias else "-nobias"), groups)
 
 
 def alpha_beta_zennit(alpha: float, beta: float, stab: float = 1e-6) -> LinearRule:
