@@ -41,7 +41,9 @@ class OrtConvKernels:
                  with_bias: bool) -> Any:
         sess = self._sessions.get(key)
         if sess is None:
-            import onnxruntime as ort
+            from .runtime import onnxruntime
+
+            ort = onnxruntime()
 
             inputs = [
                 helper.make_tensor_value_info("X", _F, x_shape),

@@ -238,7 +238,9 @@ def canonicalize(prepared: PreparedModel, shape: tuple[int, ...]) -> onnx.ModelP
     Basic level only: it folds constants, fuses Conv+BatchNorm and MatMul+Add and removes
     identities, and it writes standard ONNX ops (higher levels introduce ``com.microsoft`` ops).
     """
-    import onnxruntime as ort
+    from .runtime import onnxruntime
+
+    ort = onnxruntime()
 
     m = onnx.ModelProto()
     m.CopyFrom(prepared.model)
@@ -426,7 +428,9 @@ def _fold(model: onnx.ModelProto, consts: dict[str, np.ndarray], input_name: str
 def _shapes_by_running(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...],
                        names: list[str]) -> dict[str, tuple[int, ...]]:
     """Fallback: run the model once on zeros and read the shapes of the given tensors."""
-    import onnxruntime as ort
+    from .runtime import onnxruntime
+
+    ort = onnxruntime()
 
     m = onnx.ModelProto()
     m.CopyFrom(model)

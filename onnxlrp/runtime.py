@@ -9,12 +9,23 @@ import onnx
 from onnx import helper
 
 from .backend import Backend
-from .errors import InputError
+from .errors import DeviceError, InputError
+
+
+def onnxruntime() -> Any:
+    """The onnxruntime module, or a clear error saying how to install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DeviceError(
+            "onnxruntime is not installed: pip install 'onnxlrp[cpu]' (or 'onnxlrp[gpu]' for onnxruntime-gpu + CuPy)"
+        ) from None
+    return ort
 
 
 def providers_for(backend: Backend) -> list[str]:
     """onnxruntime execution providers for the backend: CUDA only when asked for and present."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     if backend.is_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -23,7 +34,7 @@ def providers_for(backend: Backend) -> list[str]:
 
 def make_session(model: onnx.ModelProto, backend: Backend, threads: int | None = None) -> Any:
     """An onnxruntime InferenceSession for ``model`` (full graph optimisation, quiet logging)."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
