@@ -726,6 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
     meth = sub.add_parser("methods", help="list the explanation methods",
                           description="List every method: name, family, what it computes, its options.")
     meth.set_defaults(func=_cmd_methods)
+
+    from . import cli_evaluate  # the evaluate subcommand lives in its own module
+
+    cli_evaluate.add_parser(sub)
     return parser
 
 

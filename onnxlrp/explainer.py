@@ -37,6 +37,9 @@ class Explainer:
         Softmax/LogSoftmax is removed: explanations start from the scores before it.
     threads:
         onnxruntime intra-op threads (default: onnxruntime's choice).
+    kernels:
+        ``"auto"``: on the CPU the backward's convolutions run on onnxruntime's kernels
+        (faster); ``"array"``: the NumPy/CuPy kernels everywhere (the code the GPU runs).
     """
 
     def __init__(
@@ -45,7 +48,10 @@ class Explainer:
         device: str = "auto",
         output: str | None = None,
         threads: int | None = None,
+        kernels: str = "auto",
     ) -> None:
+        if kernels not in ("auto", "array"):
+            raise InputError(f"kernels must be 'auto' or 'array', not {kernels!r}")
         self.backend: Backend = get_backend(device)
         self.threads = threads
         self.prepared = prepare(load_model(model), output)
@@ -53,7 +59,7 @@ class Explainer:
         self._predict_session: Any = None
         self._forwards: dict[str, Any] = {}
         # on the CPU, convolutions of the backward run on onnxruntime's kernels (see onnxlrp.accel)
-        self._accel = None if self.backend.is_gpu else OrtConvKernels(threads)
+        self._accel = None if self.backend.is_gpu or kernels == "array" else OrtConvKernels(threads)
         dims = self.prepared.input_dims
         self.fixed_batch = dims[0] if dims else None
         if dims and all(d is not None for d in dims[1:]):

@@ -50,6 +50,28 @@ class Stabilizer:
         """The stabilised denominator."""
         raise NotImplementedError
 
+    def divide(self, xp: Any, g: Array, z: Array) -> Array:
+        """``g / stab(z)`` (``g`` may carry extra leading axes); one fused kernel on the GPU."""
+        if xp.__name__ == "cupy":
+            return _fused_divide(xp, self, g, z)
+        return g / self(xp, z)
+
+
+_FUSED: dict[str, Any] = {}
+
+
+def _fused_divide(xp: Any, stab: Stabilizer, g: Array, z: Array) -> Array:
+    """``g / stab(z)`` as one CuPy elementwise kernel (no temporaries for the denominator)."""
+    if isinstance(stab, SafeDivide):
+        name, body = "onnxlrp_safe_div", "out = g / (z == (T)0 ? (T)eps : z)"
+    else:
+        name, body = "onnxlrp_eps_div", "out = g / (z >= (T)0 ? z + (T)eps : z - (T)eps)"
+    kernel = _FUSED.get(name)
+    if kernel is None:
+        kernel = xp.ElementwiseKernel("T g, T z, float64 eps", "T out", body, name)
+        _FUSED[name] = kernel
+    return kernel(g, z, float(stab.eps))  # type: ignore[attr-defined]
+
 
 @dataclass(frozen=True)
 class SafeDivide(Stabilizer):
@@ -119,7 +141,7 @@ class ZNorm(Rule):
         g = gouts[0]
         if g is None:
             return [None] * len(layer.inputs)
-        s = g / self.stabilizer(ctx.xp, outs[0])
+        s = self.stabilizer.divide(ctx.xp, g, outs[0])
         back = layer.vjp(ctx.xp, ins, outs, [s])
         return [None if b is None else x * b for x, b in zip(ins, back, strict=True)]
 

@@ -98,7 +98,7 @@ class LinearRule(Rule):
             if not terms:
                 continue
             z = self._denominator(layer, ctx, x, outs[0], group, gi, terms)
-            s = g / group.stab(xp, z)
+            s = group.stab.divide(xp, g, z)
             if group.mask == "z>0":
                 s = s * (outs[0] > 0)
             elif group.mask == "z<0":
