@@ -41,7 +41,7 @@ class OrtConvKernels:
                  with_bias: bool) -> Any:
         sess = self._sessions.get(key)
         if sess is None:
-            from .runtime import onnxruntime
+            from .runtime import onnxruntime, session_options
 
             ort = onnxruntime()
 
@@ -54,11 +54,7 @@ class OrtConvKernels:
             g = helper.make_graph([node], "k", inputs, [helper.make_tensor_value_info("Y", _F, None)])
             m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
             m.ir_version = 8
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            if self.threads:
-                so.intra_op_num_threads = int(self.threads)
-                so.inter_op_num_threads = 1
+            so = session_options(self.threads)
             sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
             self._sessions[key] = sess
         return sess

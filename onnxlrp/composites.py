@@ -93,11 +93,11 @@ _INN_OTHER = {
 def bounded_deep_taylor(bias: bool = False) -> Composite:
     """The seed's ``LRP``: iNNvestigate's BoundedDeepTaylor.
 
-    First linear layers: Z^B; linear layers followed by a ReLU: Alpha-Beta(1, 0) — without
-    the bias (DTD's z⁺ rule) unless ``bias=True`` (iNNvestigate 1.0.8's form, which divides by
-    near-zero or negative denominators once BatchNorm has been folded into the biases); other
-    linear layers (the classifier): W². Activations, pools, sums: the gradient. BatchNorm and
-    constant scalings: relevance passes unchanged. Gates: all to the signal.
+    First linear layers: Z^B; the classifier layer (the linear layer that computes the
+    output): W²; every other linear layer: Alpha-Beta(1, 0) — without the bias (DTD's z⁺ rule)
+    unless ``bias=True`` (iNNvestigate 1.0.8's form, which divides by near-zero or negative
+    denominators once BatchNorm has been folded into the biases). Activations, pools, sums: the
+    gradient. BatchNorm and constant scalings: relevance passes unchanged. Gates: to the signal.
     """
     zb, w2 = zbox(SafeDivide()), wsquare(SafeDivide(), bias=False)
     ab = alpha_beta_innvestigate(1.0, 0.0) if bias else alpha_beta_innvestigate(1.0, 0.0, bias=False)
@@ -105,7 +105,7 @@ def bounded_deep_taylor(bias: bool = False) -> Composite:
     def linear(layer: LinearLayer) -> Rule:
         if layer.first:
             return zb
-        return ab if layer.followed_by_relu else w2
+        return w2 if layer.classifier and not layer.followed_by_relu else ab
 
     return Composite(
         "lrp",

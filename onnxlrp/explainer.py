@@ -138,7 +138,9 @@ class Explainer:
         """The class scores the explanations start from (pre-softmax logits), ``(N, classes)`` float32."""
         xs = self._check(x)
         if self._predict_session is None:
-            self._predict_session = make_session(self.prepared.model, self.backend, self.threads)
+            shared = self._forwards.get("exported")  # the explanation's forward session serves any batch size
+            self._predict_session = shared.session if shared is not None else make_session(
+                self.prepared.model, self.backend, self.threads)
         outs = []
         for sl in self._batches(xs.shape[0]):
             try:
@@ -226,9 +228,12 @@ class Explainer:
         was_gpu_input = self.backend.is_gpu and not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__")
         xs = self._check(x)
         n = xs.shape[0]
-        logits = self.predict(xs) if target is None and targets is None else None
-        num_classes = logits.shape[1] if logits is not None else self._num_classes_for(xs)
-        tg = self._targets(target, targets, n, num_classes, logits)
+        if target is None and targets is None and m.family in ("lrp", "gradient"):
+            tg = None  # the predicted class, taken from the explanation's own forward pass
+        else:
+            logits = self.predict(xs) if target is None and targets is None else None
+            num_classes = logits.shape[1] if logits is not None else self._num_classes_for(xs)
+            tg = self._targets(target, targets, n, num_classes, logits)
         per_sample = {}
         for key in ("low", "high", "baseline"):
             if options.get(key) is not None:
@@ -240,7 +245,7 @@ class Explainer:
         parts = []
         for sl in self._batches(n):
             opts = {**options, **{k: v[sl] for k, v in per_sample.items()}}
-            parts.append(self._explain_batch(m, xs[sl], tg[:, sl], opts))
+            parts.append(self._explain_batch(m, xs[sl], None if tg is None else tg[:, sl], opts))
         xp = self.backend.xp
         heat = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
         if relu:
@@ -257,21 +262,25 @@ class Explainer:
         return self._plan(shape).graph.num_classes
 
     # ------------------------------------------------------------------ per-family drivers
-    def _explain_batch(self, m: Method, x: np.ndarray, tg: np.ndarray, opts: dict[str, Any]) -> Array:
+    def _explain_batch(self, m: Method, x: np.ndarray, tg: np.ndarray | None, opts: dict[str, Any]) -> Array:
         if m.family == "cam":
+            assert tg is not None
             return self._gradcam(x, tg, opts.get("layer"), guided=m.name == "guided_gradcam")
         if m.family == "sampling":
+            assert tg is not None
             return self._sampling(m, x, tg, opts)
         return self._propagate(m, x, tg, opts)
 
-    def _propagate(self, m: Method, x: np.ndarray, tg: np.ndarray, opts: dict[str, Any]) -> Array:
+    def _propagate(self, m: Method, x: np.ndarray, tg: np.ndarray | None, opts: dict[str, Any]) -> Array:
         """One forward, one batched backward: the LRP and gradient families."""
         assert m.composite is not None
         plan = self._plan(x.shape)
         acts = plan.run_forward(x)
         xp = self.backend.xp
         logits = self.backend.to_numpy(plan.logits(acts))
-        start = xp.asarray(start_relevance(m.start, logits, tg))
+        if tg is None:
+            tg = logits.argmax(axis=1)[None]
+        start, scale = _normalised(start_relevance(m.start, logits, tg))
         kwargs = {}
         if "epsilon" in opts:
             kwargs["eps"] = float(opts["epsilon"])
@@ -280,10 +289,11 @@ class Explainer:
         if "bias" in opts:
             kwargs["bias"] = bool(opts["bias"])
         comp = m.composite(**kwargs)
-        ctx = RuleContext(xp)
+        ctx = RuleContext(xp, cache=plan.cache)
         if comp.needs_bounds:
             ctx.bounds = plan.bounds(*self._bounds(x, opts.get("low"), opts.get("high")))
-        rel = plan.backward(acts, start, comp.rule_for, ctx)
+        rel = plan.backward(acts, xp.asarray(start), comp.rule_for, ctx)
+        rel *= xp.asarray(scale.reshape(scale.shape[:2] + (1,) * (rel.ndim - 2)))
         return self._post(m.post, rel, acts[plan.graph.input_name], tg.shape[0])
 
     def _post(self, post: str, rel: Array, x: Array, t_count: int) -> Array:
@@ -430,6 +440,18 @@ class Explainer:
                 r = len(g.input_shape)
                 return perm is not None and list(perm) == [0, r - 1] + list(range(1, r - 1))
         return False
+
+
+def _normalised(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale each start relevance (per pass and sample) to max |R| = 1; return it and the scales.
+
+    Every rule is linear (positively homogeneous) in the relevance, so the result is rescaled
+    afterwards; this keeps tiny starts (SGLRP of an unlikely class: p ~ 1e-40) out of the
+    subnormal range, where float32 arithmetic is both inexact and very slow.
+    """
+    scale = np.abs(start).max(axis=2, keepdims=True).astype(np.float32)
+    scale[scale == 0] = 1.0
+    return (start / scale).astype(np.float32), scale
 
 
 def _resize_axis(xp: Any, a: Array, axis: int, size: int) -> Array:

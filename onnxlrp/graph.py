@@ -493,7 +493,7 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     _drop_identities(layers, output_name)
     _fold_pads_into_conv(layers)
     _fold_into_linear(layers)
-    _annotate(layers, input_name)
+    _annotate(layers, input_name, output_name)
     out_shape = shapes[output_name]
     if len(out_shape) < 2 or any(d != 1 for d in out_shape[2:]) or out_shape[0] != input_shape[0]:
         raise UnsupportedModelError(
@@ -638,8 +638,9 @@ def _fold_pads_into_conv(layers: list[Layer]) -> None:
         layers.remove(pad)
 
 
-def _annotate(layers: list[Layer], input_name: str) -> None:
-    """Mark the first linear layers (seen from the input) and those followed by a ReLU."""
+def _annotate(layers: list[Layer], input_name: str, output_name: str) -> None:
+    """Mark the first linear layers (seen from the input), the classifier layers (whose output is the
+    model output up to re-indexing) and the linear layers followed by a ReLU."""
     consumers: dict[str, list[Layer]] = {}
     for layer in layers:
         for i in layer.inputs:
@@ -657,6 +658,16 @@ def _annotate(layers: list[Layer], input_name: str) -> None:
         layer.followed_by_relu = (
             len(users) == 1 and isinstance(users[0], ActivationLayer) and users[0].relu_like
         )
+    producer = {o: layer for layer in layers for o in layer.outputs}
+    t = output_name
+    while t in producer:
+        layer = producer[t]
+        if isinstance(layer, LinearLayer):
+            layer.classifier = True
+            break
+        if layer.kind != "reindex" or len(layer.inputs) != 1:
+            break
+        t = layer.inputs[0]
 
 
 def describe_layer(layer: Layer) -> str:

@@ -44,6 +44,7 @@ class Plan:
             if shared is not None and key:
                 shared[key] = forward
         self.forward = forward
+        self.cache: dict[Any, Any] = {}  # x-independent rule denominators (W², Flat), per layer and shape
         if accel is not None and not backend.is_gpu:
             for layer in self.graph.linear_layers:
                 if isinstance(layer, ConvLayer):

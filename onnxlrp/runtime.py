@@ -36,13 +36,28 @@ def make_session(model: onnx.ModelProto, backend: Backend, threads: int | None =
     """An onnxruntime InferenceSession for ``model`` (full graph optimisation, quiet logging)."""
     ort = onnxruntime()
 
+    so = session_options(threads)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=providers_for(backend))
+
+
+def session_options(threads: int | None = None) -> Any:
+    """Session options shared by every onnxruntime session of onnxlrp.
+
+    Spinning is off: an explanation alternates between several sessions (the forward, the
+    backward's convolution kernels) and NumPy, and idle onnxruntime threads that spin-wait
+    steal the cores the next step needs (measured: 20 small sessions run in turn took 340 ms
+    with spinning, 23 ms without).
+    """
+    ort = onnxruntime()
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), so, providers=providers_for(backend))
+    return so
 
 
 class Forward:

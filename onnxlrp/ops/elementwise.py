@@ -44,6 +44,10 @@ class ActivationLayer(Layer):
             return [None]
         if self.op_type == "Relu":
             return [xp.where(ins[0] > 0, g, xp.float32(0))]
+        if self.op_type == "Clip":
+            lo, hi = self.bounds  # type: ignore[attr-defined]
+            x = ins[0]
+            return [xp.where((x > lo) & (x < hi), g, xp.float32(0))]
         return [g * self.derivative(xp, ins[0], outs[0])]
 
 

@@ -29,6 +29,7 @@ class LinearLayer(Layer):
         self._cache: dict[tuple[str, str, int], Array] = {}
         self.first = False  # the first linear layer seen from the input (set by the parser)
         self.followed_by_relu = False  # its only consumer is a ReLU-like activation (set by the parser)
+        self.classifier = False  # its output is the model output up to re-indexing (set by the parser)
         self.accel: Any = None  # optional faster kernels for lin/lin_t (set by the runtime)
 
     @property

@@ -21,7 +21,7 @@ class RuleContext:
 
     xp: Any
     bounds: dict[str, tuple[Array, Array]] = field(default_factory=dict)  # tensor → (low, high)
-    cache: dict[Any, Array] = field(default_factory=dict)
+    cache: dict[Any, Array] = field(default_factory=dict)  # x-independent denominators; the plan's, reused
 
 
 class Rule:

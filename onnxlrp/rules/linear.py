@@ -143,7 +143,7 @@ class LinearRule(Rule):
         if len(terms) == 1 and terms[0] == Term("x", "id") and group.bias == "id":
             return y
         x_free = all(t.inp == "ones" for t in terms)
-        key = (id(layer), self.name, gi, x.shape)
+        key = (id(layer), group.terms, group.bias, x.shape)
         if x_free and key in ctx.cache:
             return ctx.cache[key]
         b = None if group.bias is None else layer.bias_param(xp, group.bias, _weight_mod(group.bias))
