@@ -49,10 +49,12 @@ class Explainer:
         output: str | None = None,
         threads: int | None = None,
         kernels: str = "auto",
+        _force_canonical: bool = False,
     ) -> None:
         if kernels not in ("auto", "array"):
             raise InputError(f"kernels must be 'auto' or 'array', not {kernels!r}")
         self.backend: Backend = get_backend(device)
+        self._force_canonical = _force_canonical  # tests: always take onnxruntime's canonicalisation route
         self.threads = threads
         self.prepared = prepare(load_model(model), output)
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
@@ -106,7 +108,8 @@ class Explainer:
     def _plan(self, shape: tuple[int, ...]) -> Plan:
         plan = self._plans.get(shape)
         if plan is None:
-            plan = Plan(self.prepared, shape, self.backend, self.threads, self._forwards, self._accel)
+            plan = Plan(self.prepared, shape, self.backend, self.threads, self._forwards, self._accel,
+                        self._force_canonical)
             self._plans[shape] = plan
             while len(self._plans) > _MAX_PLANS:
                 self._plans.popitem(last=False)
@@ -140,7 +143,7 @@ class Explainer:
         if self._predict_session is None:
             shared = self._forwards.get("exported")  # the explanation's forward session serves any batch size
             self._predict_session = shared.session if shared is not None else make_session(
-                self.prepared.model, self.backend, self.threads)
+                self.prepared.model, self.backend, self.threads, self.prepared.weights)
         outs = []
         for sl in self._batches(xs.shape[0]):
             try:

@@ -29,6 +29,7 @@ from .ops.linear import ConvLayer, DenseLayer, LinearLayer
 from .ops.reindex import PadLayer
 
 _SOFTMAX = {"Softmax", "LogSoftmax"}
+IN_MEMORY = "onnxlrp-weights-in-memory"  # external-data location of detached weights
 _FLOAT = onnx.TensorProto.FLOAT
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +131,7 @@ class PreparedModel:
     original_output: str
     softmax_stripped: str | None  # op type of the removed trailing Softmax/LogSoftmax
     metadata: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # detached initializer data (stubs in model)
 
 
 def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
@@ -194,7 +196,32 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     new.graph.output.append(helper.make_tensor_value_info(explained, _FLOAT, None))
     _prune(new.graph, explained)
     meta = {p.key: p.value for p in model.metadata_props}
-    return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta)
+    weights = detach_weights(new)
+    return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta, weights)
+
+
+def detach_weights(model: onnx.ModelProto, min_elements: int = 1024) -> dict[str, np.ndarray]:
+    """Move the data of large initializers out of ``model`` into NumPy arrays, leaving stubs.
+
+    A stub keeps the initializer's name, type and shape. The arrays are the engine's weights
+    and are handed to onnxruntime without a copy (:func:`onnxlrp.runtime.make_session`), so a
+    model's weights live in memory once instead of three times (protobuf, NumPy, onnxruntime).
+    """
+    weights: dict[str, np.ndarray] = {}
+    inits = model.graph.initializer
+    for i, t in enumerate(inits):
+        size = int(np.prod(t.dims)) if len(t.dims) else 1
+        if size < min_elements:
+            continue
+        arr = numpy_helper.to_array(t)
+        weights[t.name] = arr
+        stub = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
+        stub.data_location = onnx.TensorProto.EXTERNAL  # onnxruntime gets the data from memory
+        for key, value in (("location", IN_MEMORY), ("offset", "0"), ("length", str(arr.nbytes))):
+            entry = stub.external_data.add()
+            entry.key, entry.value = key, value
+        inits[i].CopyFrom(stub)
+    return weights
 
 
 def _prune(graph: onnx.GraphProto, output: str) -> None:
@@ -238,9 +265,7 @@ def canonicalize(prepared: PreparedModel, shape: tuple[int, ...]) -> onnx.ModelP
     Basic level only: it folds constants, fuses Conv+BatchNorm and MatMul+Add and removes
     identities, and it writes standard ONNX ops (higher levels introduce ``com.microsoft`` ops).
     """
-    from .runtime import onnxruntime
-
-    ort = onnxruntime()
+    from .runtime import make_session
 
     m = onnx.ModelProto()
     m.CopyFrom(prepared.model)
@@ -254,14 +279,10 @@ def canonicalize(prepared: PreparedModel, shape: tuple[int, ...]) -> onnx.ModelP
     del g.value_info[:]
     for o in g.output:
         o.type.tensor_type.ClearField("shape")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.log_severity_level = 3
     with tempfile.TemporaryDirectory(prefix="onnxlrp-") as tmp:
         out = os.path.join(tmp, "canonical.onnx")
-        so.optimized_model_filepath = out
         try:
-            ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            make_session(m, weights=prepared.weights, basic=True, optimized_path=out)
         except Exception as exc:  # noqa: BLE001
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise UnsupportedModelError(
@@ -312,8 +333,17 @@ class Graph:
         return [layer for layer in self.layers if isinstance(layer, LinearLayer)]
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+def _detached(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL and any(
+        e.key == "location" and e.value == IN_MEMORY for e in t.external_data
+    )
+
+
+def _constants(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    consts: dict[str, np.ndarray] = {
+        t.name: weights[t.name] if t.name in weights and _detached(t) else numpy_helper.to_array(t)
+        for t in model.graph.initializer
+    }
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output:
             a = node.attribute[0]
@@ -426,11 +456,9 @@ def _fold(model: onnx.ModelProto, consts: dict[str, np.ndarray], input_name: str
 
 
 def _shapes_by_running(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...],
-                       names: list[str]) -> dict[str, tuple[int, ...]]:
+                       names: list[str], weights: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
     """Fallback: run the model once on zeros and read the shapes of the given tensors."""
-    from .runtime import onnxruntime
-
-    ort = onnxruntime()
+    from .runtime import make_session
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -438,24 +466,23 @@ def _shapes_by_running(model: onnx.ModelProto, input_name: str, input_shape: tup
     for n in names:
         if n not in have:
             m.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = make_session(m, weights=weights)
     outs = sess.run(names, {input_name: np.zeros(input_shape, np.float32)})
     return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, outs, strict=True)}
 
 
 def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
-                input_shape: tuple[int, ...]) -> Graph:
+                input_shape: tuple[int, ...], weights: dict[str, np.ndarray] | None = None) -> Graph:
     """Turn the canonical model into layers; refuse (listing every culprit) what cannot be explained."""
     opset = opset_of(canon)
-    consts = _constants(canon)
+    weights = weights or {}
+    consts = _constants(canon, weights)
     dyn_nodes, shapes = _fold(canon, consts, input_name, input_shape, opset)
     needed = sorted({t for n in dyn_nodes for t in list(n.input) + list(n.output) if t and t not in consts})
     missing = [t for t in needed if t not in shapes]
     if missing:
         try:
-            shapes.update(_shapes_by_running(canon, input_name, input_shape, missing))
+            shapes.update(_shapes_by_running(canon, input_name, input_shape, missing, weights))
         except Exception as exc:  # noqa: BLE001
             raise UnsupportedModelError(f"cannot determine the shapes of {missing[:5]}: {exc}") from None
     producers = {o: n for n in dyn_nodes for o in n.output}

@@ -21,7 +21,7 @@ class Plan:
 
     def __init__(self, prepared: PreparedModel, shape: tuple[int, ...], backend: Backend,
                  threads: int | None = None, shared: dict[str, Forward] | None = None,
-                 accel: Any = None) -> None:
+                 accel: Any = None, force_canonical: bool = False) -> None:
         """Build the layers for input ``shape``.
 
         The graph is first parsed as exported (with onnxlrp's own constant folding); only if
@@ -31,16 +31,20 @@ class Plan:
         """
         self.backend = backend
         try:
-            self.graph: Graph = build_graph(prepared.model, prepared.input_name, prepared.output_name, shape)
+            if force_canonical:
+                raise UnsupportedModelError("canonicalisation requested")
+            self.graph: Graph = build_graph(prepared.model, prepared.input_name, prepared.output_name, shape,
+                                            prepared.weights)
             key = "exported"
             model = prepared.model
         except UnsupportedModelError:
             model = canonicalize(prepared, shape)
-            self.graph = build_graph(model, prepared.input_name, prepared.output_name, shape)
+            self.graph = build_graph(model, prepared.input_name, prepared.output_name, shape, prepared.weights)
             key = ""
         forward = shared.get(key) if (shared is not None and key) else None
         if forward is None or not set(self.graph.tensors) <= set(forward.names) | {prepared.input_name}:
-            forward = Forward(model, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads)
+            forward = Forward(model, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads,
+                              prepared.weights)
             if shared is not None and key:
                 shared[key] = forward
         self.forward = forward

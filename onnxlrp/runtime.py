@@ -32,13 +32,38 @@ def providers_for(backend: Backend) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(model: onnx.ModelProto, backend: Backend, threads: int | None = None) -> Any:
-    """An onnxruntime InferenceSession for ``model`` (full graph optimisation, quiet logging)."""
-    ort = onnxruntime()
+def make_session(model: onnx.ModelProto, backend: Backend | None = None, threads: int | None = None,
+                 weights: dict[str, np.ndarray] | None = None, basic: bool = False,
+                 optimized_path: str | None = None) -> Any:
+    """An onnxruntime InferenceSession for ``model`` (quiet logging, no spin-waiting).
 
+    ``weights`` supplies the data of the model's stub initializers (see
+    :func:`onnxlrp.graph.detach_weights`) without copying them: onnxruntime reads the NumPy
+    buffers, which the session keeps alive. ``basic`` selects the basic optimisation level
+    (standard ONNX ops only) instead of all; ``optimized_path`` writes the optimised model there.
+    """
+    ort = onnxruntime()
     so = session_options(threads)
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=providers_for(backend))
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if basic else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    kept = []
+    if weights:
+        names = []
+        for t in model.graph.initializer:
+            if t.name in weights and t.data_location == onnx.TensorProto.EXTERNAL:
+                names.append(t.name)
+                kept.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(weights[t.name])))
+        if names:
+            so.add_external_initializers(names, kept)
+    providers = providers_for(backend) if backend is not None else ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    sess._onnxlrp_weights = kept  # the session reads these buffers: keep them alive with it
+    return sess
+
+
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -64,7 +89,7 @@ class Forward:
     """Runs the canonical graph once and returns every tensor the layers read or write."""
 
     def __init__(self, canonical: onnx.ModelProto, input_name: str, output_name: str, tensors: list[str],
-                 backend: Backend, threads: int | None = None) -> None:
+                 backend: Backend, threads: int | None = None, weights: dict[str, np.ndarray] | None = None) -> None:
         m = onnx.ModelProto()
         m.CopyFrom(canonical)
         del m.graph.output[:]
@@ -74,7 +99,7 @@ class Forward:
         self.input_name = input_name
         self.output_name = output_name
         self.backend = backend
-        self.session = make_session(m, backend, threads)
+        self.session = make_session(m, backend, threads, weights)
 
     def run(self, x: np.ndarray) -> dict[str, Any]:
         """All intermediate tensors for input ``x`` (on the backend's device), plus ``x`` itself."""

@@ -102,3 +102,18 @@ def test_gpu_fused_division_matches_numpy() -> None:
     for stab in (SafeDivide(1e-7), SignEpsilon(1e-6)):
         got = cupy.asnumpy(stab.divide(cupy, cupy.asarray(g), cupy.asarray(z)))
         np.testing.assert_allclose(got, stab.divide(np, g, z), rtol=1e-6)
+
+
+@pytest.mark.parametrize("model", MODELS + ["vgg_keras"])
+def test_onnxruntime_canonicalisation_route_gives_the_same_maps(model: str) -> None:
+    """The fallback route (onnxruntime's basic optimisations first) explains like the direct parse."""
+    x, targets = _inputs()
+    if model == "vgg_keras":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    direct = Explainer(FIXTURES / f"{model}.onnx", device="cpu")
+    canon = Explainer(FIXTURES / f"{model}.onnx", device="cpu", _force_canonical=True)
+    assert "exported" in direct._forwards and "exported" not in canon._forwards
+    for method in ("epsilon_plus_flat", "lrp", "sglrp", "gradient", "gradcam"):
+        a = direct.explain(x, targets=targets, method=method)
+        b = canon.explain(x, targets=targets, method=method)
+        assert _rel(b, np.asarray(a, np.float64)) <= TOL, (model, method)
