@@ -175,7 +175,7 @@ def maxpool_vjp(
     o_shape = y.shape[2:]
     if (list(kernel) == list(strides) and not any(pads) and all(d == 1 for d in dilations)
             and all(o * k == n for o, k, n in zip(o_shape, kernel, x.shape[2:], strict=True))):
-        return _maxpool_vjp_tiled(xp, x, g, kernel, o_shape)
+        return _maxpool_vjp_tiled(xp, x, y, g, kernel, o_shape)
     # pad enough at the end for ceil-mode windows that run past the input
     pe = []
     for i in range(nd):
@@ -194,23 +194,31 @@ def maxpool_vjp(
     return xp.ascontiguousarray(gx[crop])
 
 
-def _maxpool_vjp_tiled(xp: Any, x: Array, g: Array, kernel: Sequence[int], o_shape: Sequence[int]) -> Array:
-    """Max-pool VJP for non-overlapping windows that tile the input exactly (the common 2×2/2 case)."""
+def _maxpool_vjp_tiled(xp: Any, x: Array, y: Array, g: Array, kernel: Sequence[int],
+                       o_shape: Sequence[int]) -> Array:
+    """Max-pool VJP for non-overlapping windows that tile the input exactly (the common 2×2/2 case).
+
+    Every input element belongs to one window, so each kernel offset's strided view of the
+    gradient is written once (no zero fill, no accumulation); the winner is the first maximum.
+    """
     nd = len(kernel)
-    lead = x.shape[:2]
-    split = lead + tuple(v for o, k in zip(o_shape, kernel, strict=True) for v in (o, k))
-    perm = [0, 1] + [2 + 2 * i for i in range(nd)] + [3 + 2 * i for i in range(nd)]
-    kp = 1
-    for k in kernel:
-        kp *= k
-    windows = x.reshape(split).transpose(perm).reshape(lead + tuple(o_shape) + (kp,))
-    first = windows.argmax(axis=-1)  # the first maximum, as onnxruntime picks it
-    onehot = xp.arange(kp) == first[..., None]
-    gx = g[..., None] * onehot  # (..., B, C, *O, kp)
-    extra = g.ndim - x.ndim
-    gsplit = gx.reshape(g.shape[:extra] + lead + tuple(o_shape) + tuple(kernel))
-    inv = list(range(extra + 2)) + [v for i in range(nd) for v in (extra + 2 + i, extra + 2 + nd + i)]
-    return xp.ascontiguousarray(gsplit.transpose(inv)).reshape(g.shape[:extra] + tuple(x.shape))
+    ones = [1] * nd
+    gx = xp.empty(g.shape[: g.ndim - x.ndim] + tuple(x.shape), dtype=g.dtype)
+    taken = None
+    offs = list(offsets(kernel))
+    for n, off in enumerate(offs):
+        sl = window_slices(off, o_shape, kernel, ones)
+        if n == len(offs) - 1:
+            hit = ~taken if taken is not None else xp.ones(y.shape, dtype=bool)
+        else:
+            hit = x[sl] == y
+            if taken is None:
+                taken = hit.copy()
+            else:
+                hit &= ~taken
+                taken |= hit
+        xp.multiply(g, hit, out=gx[sl])
+    return gx
 
 
 def avgpool_vjp(
