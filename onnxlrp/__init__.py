@@ -7,7 +7,7 @@
 
 from .backend import cuda_available
 from .errors import DeviceError, InputError, ModelLoadError, OnnxLrpError, UnsupportedModelError
-from .explainer import Explainer, supported_ops
+from .explainer import Explainer, RelevanceWarning, supported_ops
 from .methods import METHODS, list_methods
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "OnnxLrpError",
+    "RelevanceWarning",
     "UnsupportedModelError",
     "__version__",
     "cuda_available",

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
     key, value = text.split("=", 1)
     key = key.strip()
     v: Any = value.strip()
+    if v.lower() in ("true", "false"):
+        return key, v.lower() == "true"
     for cast in (int, float):
         try:
             v = cast(v)
@@ -740,6 +743,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
+
+    def one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line_warning
     try:
         return int(args.func(args))
     except UsageError as exc:

@@ -327,8 +327,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {args.model}: input {ex.input_name} {spec.layout} {spec.channels}x{h}x{w}, "
           f"preset {spec.preset}, resample {spec.resample}, device {ex.device}")
     rnd = f"random x{settings.random_repeats}" if settings.random_repeats else "no random control"
-    print(f"metrics: {settings.patch}x{settings.patch} patches, {settings.steps} steps to "
-          f"{settings.max_fraction:g} of them, perturbation {settings.perturbation} (MoRF, LeRF, {rnd}; "
+    print(f"metrics: {settings.patch}x{settings.patch} patches, {settings.steps} steps up to "
+          f"{settings.max_fraction:.0%} of them, perturbation {settings.perturbation} (MoRF, LeRF, {rnd}; "
           f"deletion = MoRF), insertion from {settings.insertion_start}; AOPC of the logit (Samek et al. 2017: mean "
           f"drop over steps 0..L), AUC of the probability (trapezoid over the fraction)")
     sys.stdout.flush()

@@ -127,14 +127,18 @@ def lrp_preset(conv_rule: Rule, name: str, dense_eps: float = 0.1) -> Composite:
     return Composite(name, linear, dict(_INN_OTHER))
 
 
-def lrp_preset_a() -> Composite:
-    """LRP preset A flat: Flat / Alpha-Beta(1, 0) on convolutions / Epsilon(0.1) on dense layers."""
-    return lrp_preset(alpha_beta_innvestigate(1.0, 0.0), "lrp_preset_a")
+def lrp_preset_a(bias: bool = True) -> Composite:
+    """LRP preset A flat: Flat / Alpha-Beta(1, 0) on convolutions / Epsilon(0.1) on dense layers.
+
+    ``bias=False`` drops the bias from the Alpha-Beta denominators (advisable on networks with
+    BatchNorm folded into the convolutions, where the with-bias denominators cross zero).
+    """
+    return lrp_preset(alpha_beta_innvestigate(1.0, 0.0, bias), "lrp_preset_a")
 
 
-def lrp_preset_b() -> Composite:
-    """LRP preset B flat: Flat / Alpha-Beta(2, 1) on convolutions / Epsilon(0.1) on dense layers."""
-    return lrp_preset(alpha_beta_innvestigate(2.0, 1.0), "lrp_preset_b")
+def lrp_preset_b(bias: bool = True) -> Composite:
+    """LRP preset B flat: Flat / Alpha-Beta(2, 1) on convolutions / Epsilon(0.1) on dense layers (``bias`` as A)."""
+    return lrp_preset(alpha_beta_innvestigate(2.0, 1.0, bias), "lrp_preset_b")
 
 
 def lrp_epsilon(eps: float = 1e-7) -> Composite:

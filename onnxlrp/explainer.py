@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,7 @@ import onnx
 
 from .accel import OrtConvKernels
 from .backend import Backend, get_backend
-from .errors import InputError, UnsupportedModelError
+from .errors import InputError
 from .graph import load_model, prepare
 from .methods import METHODS, Method, start_relevance
 from .plan import Plan, plan_summary
@@ -219,9 +220,13 @@ class Explainer:
         heatmaps sum to 0). Gradient methods are seeded with 1 (``gradient`` = ``∂y_t/∂x``).
         ``relu=True`` clips the heatmap at 0. Method options: ``low``/``high`` (the input box
         of Z^B; scalars or arrays broadcastable to ``x``; default: each sample's min and max),
-        ``bias`` (``lrp``/``clrp``/``sglrp``: keep the bias in Alpha-Beta(1, 0) as iNNvestigate 1.0.8
-        did), ``epsilon``, ``gamma``, ``layer`` (Grad-CAM tensor name), ``n_samples``,
-        ``noise_scale``, ``seed``, ``steps``, ``baseline``, ``batch_size``.
+        ``bias`` (keep the bias in the Alpha-Beta denominators as iNNvestigate 1.0.8 did: default
+        False for ``lrp``/``clrp``/``sglrp``, True for the presets A/B), ``epsilon``, ``gamma``,
+        ``layer`` (Grad-CAM tensor name), ``n_samples``, ``noise_scale``, ``seed``, ``steps``,
+        ``baseline``, ``batch_size``.
+
+        An LRP map whose total |relevance| exceeds its start relevance a thousandfold raises a
+        :class:`RelevanceWarning` (a rule's denominators crossed zero; see ``bias``).
         """
         m = self._method(method)
         bad = sorted(set(options) - set(m.options))
@@ -290,12 +295,17 @@ class Explainer:
         if "gamma" in opts:
             kwargs["gamma"] = float(opts["gamma"])
         if "bias" in opts:
+            if not isinstance(opts["bias"], bool | np.bool_ | int):
+                raise InputError(f"option bias must be True or False, not {opts['bias']!r}")
             kwargs["bias"] = bool(opts["bias"])
         comp = m.composite(**kwargs)
         ctx = RuleContext(xp, cache=plan.cache)
         if comp.needs_bounds:
             ctx.bounds = plan.bounds(*self._bounds(x, opts.get("low"), opts.get("high")))
         rel = plan.backward(acts, xp.asarray(start), comp.rule_for, ctx)
+        if m.family == "lrp":
+            _check_blow_up(m.name, self.backend.to_numpy(xp.abs(rel).sum(axis=tuple(range(2, rel.ndim)))),
+                           np.abs(start).sum(axis=2))
         rel *= xp.asarray(scale.reshape(scale.shape[:2] + (1,) * (rel.ndim - 2)))
         return self._post(m.post, rel, acts[plan.graph.input_name], tg.shape[0])
 
@@ -445,6 +455,23 @@ class Explainer:
         return False
 
 
+class RelevanceWarning(RuntimeWarning):
+    """An LRP map carries far more relevance than it started with: the rules are unstable on this model."""
+
+
+def _check_blow_up(method: str, total: np.ndarray, start: np.ndarray) -> None:
+    ratio = float(np.max(total / np.maximum(start, 1e-30)))
+    if ratio > 1e3:
+        hint = " (try bias=False)" if method in ("lrp_preset_a", "lrp_preset_b", "sglrp_seq_a", "sglrp_seq_b") or (
+            method in ("lrp", "clrp", "sglrp")) else ""
+        warnings.warn(
+            f"{method}: the heatmap's total |relevance| is {ratio:.3g} times the start relevance; some rule's "
+            f"denominators crossed zero on this model, so a few pixels dominate the map{hint}",
+            RelevanceWarning,
+            stacklevel=5,
+        )
+
+
 def _normalised(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scale each start relevance (per pass and sample) to max |R| = 1; return it and the scales.
 
@@ -486,4 +513,4 @@ def supported_ops() -> list[str]:
     return registered_ops()
 
 
-__all__ = ["Explainer", "supported_ops", "UnsupportedModelError"]
+__all__ = ["Explainer", "RelevanceWarning", "supported_ops"]

@@ -329,7 +329,7 @@ def apply_rule(rule: tuple[Any, ...], layer: Layer, x: np.ndarray, R: np.ndarray
 
 
 def rules_for(preset: str, layers: Sequence[Layer], low: float = -1.0, high: float = 1.0,
-              dtd_bias: bool = False) -> dict[int, tuple]:
+              dtd_bias: bool = False, preset_bias: bool = True) -> dict[int, tuple]:
     """Map layer index -> rule for the linear layers of ``layers`` under ``preset``.
 
     - ``"dtd"`` (bounded Deep Taylor, used by lrp/clrp/sglrp): first linear node Z^B(low, high);
@@ -357,7 +357,8 @@ def rules_for(preset: str, layers: Sequence[Layer], low: float = -1.0, high: flo
             if k == first:
                 rules[k] = ("flat",)
             elif kind == "conv":
-                rules[k] = ("alpha_beta", 1.0, 0.0) if preset == "a" else ("alpha_beta", 2.0, 1.0)
+                ab = "alpha_beta" if preset_bias else "alpha_beta_nobias"
+                rules[k] = (ab, 1.0, 0.0) if preset == "a" else (ab, 2.0, 1.0)
             else:
                 rules[k] = ("epsilon", 0.1)
         elif preset == "epsilon":
@@ -513,6 +514,7 @@ def reference(
     lrp_relu: str = "gradient",
     logit_mask: bool = False,
     dtd_bias: bool = False,
+    preset_bias: bool = True,
     dtype: Any = np.float64,
 ) -> np.ndarray:
     """Heatmap of ``method`` for one sample ``x`` (C, H, W) and target class ``t``.
@@ -527,6 +529,7 @@ def reference(
         lrp_relu: ReLU behaviour in the bounded Deep Taylor passes, ``"gradient"`` (default) or
             ``"pass"``; the presets always pass relevance through ReLUs.
         dtd_bias: keep the bias in the Deep Taylor Alpha-Beta(1, 0) (iNNvestigate 1.0.8).
+        preset_bias: keep the bias in the presets' Alpha-Beta rules (iNNvestigate; the default).
         logit_mask: multiply the bounded-Deep-Taylor start vectors by ``[y > 0]`` (seed variant).
         dtype: computation dtype (float64 by default; float32 to measure conditioning).
 
@@ -545,7 +548,7 @@ def reference(
         heat = gradient_backward(layers, acts, G, method)
     elif method in LRP_METHODS:
         preset = _PRESET_OF[method]
-        rules = rules_for(preset, layers, low=low, high=high, dtd_bias=dtd_bias)
+        rules = rules_for(preset, layers, low=low, high=high, dtd_bias=dtd_bias, preset_bias=preset_bias)
         relu_mode = lrp_relu if preset == "dtd" else "pass"
         starts = start_relevances(method, y, t, logit_mask=logit_mask)
         target = lrp_backward(layers, acts, starts["target"], rules, lrp_relu=relu_mode)

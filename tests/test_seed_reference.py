@@ -524,3 +524,15 @@ def test_engine_bias_option(explainer, method):
         assert rel_err(heat[n], expected) <= REL_TOL, f"{method} n={n}"
         # and it is a different map from the default (bias-free) one
         assert rel_err(ref.reference(method, LAYERS, X[n], t, LOW, HIGH), expected) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["lrp_preset_a", "lrp_preset_b", "sglrp_seq_a", "sglrp_seq_b"])
+def test_engine_preset_bias_option(explainer, method):
+    """``bias=False`` drops the bias from the presets' Alpha-Beta denominators."""
+    x = X.astype(np.float32)
+    targets = [int(t) for t in TARGETS[:, 0]]
+    heat = np.asarray(explainer.explain(x, target=targets, method=method, bias=False))
+    for n, t in enumerate(targets):
+        expected = ref.reference(method, LAYERS, X[n], t, LOW, HIGH, preset_bias=False)
+        assert rel_err(heat[n], expected) <= REL_TOL, f"{method} n={n}"
+        assert rel_err(ref.reference(method, LAYERS, X[n], t, LOW, HIGH), expected) > 1e-3
