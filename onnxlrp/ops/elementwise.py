@@ -42,12 +42,13 @@ class ActivationLayer(Layer):
         g = gouts[0]
         if g is None:
             return [None]
+        # multiplying by a boolean mask is several times faster than a broadcasting where()
         if self.op_type == "Relu":
-            return [xp.where(ins[0] > 0, g, xp.float32(0))]
+            return [g * (ins[0] > 0)]
         if self.op_type == "Clip":
             lo, hi = self.bounds  # type: ignore[attr-defined]
             x = ins[0]
-            return [xp.where((x > lo) & (x < hi), g, xp.float32(0))]
+            return [g * ((x > lo) & (x < hi))]
         return [g * self.derivative(xp, ins[0], outs[0])]
 
 

@@ -81,7 +81,9 @@ class SafeDivide(Stabilizer):
 
     def __call__(self, xp: Any, z: Array) -> Array:
         """``z + [z == 0]·eps``."""
-        return z + (z == 0).astype(z.dtype) * z.dtype.type(self.eps)
+        d = z.copy()
+        d[z == 0] = z.dtype.type(self.eps)
+        return d
 
     def __str__(self) -> str:
         return "safe"
@@ -95,8 +97,12 @@ class SignEpsilon(Stabilizer):
 
     def __call__(self, xp: Any, z: Array) -> Array:
         """``z + s(z)·ε``."""
-        e = z.dtype.type(self.eps)
-        return xp.where(z >= 0, z + e, z - e)
+        # in place and branch-free (a three-array where() is several times slower): adding +0.0
+        # turns -0.0 into +0.0, so that copysign gives zeros the sign +1 as the definition says
+        d = z + z.dtype.type(0.0)
+        xp.copysign(z.dtype.type(self.eps), d, out=d)
+        d += z
+        return d
 
     def __str__(self) -> str:
         return f"eps={self.eps:g}"

@@ -81,62 +81,39 @@ class LinearRule(Rule):
         assert isinstance(layer, LinearLayer)
         xp = ctx.xp
         x = ins[0]
-        has_neg = has_pos = None
+        inputs = _Inputs(layer, ctx, x)
         total: Array | None = None
         for gi, group in enumerate(self.groups):
-            terms = []
-            for t in group.terms:
-                if t.inp == "x-":
-                    has_neg = bool(xp.any(x < 0)) if has_neg is None else has_neg
-                    if not has_neg:
-                        continue
-                if t.inp == "x+":
-                    has_pos = bool(xp.any(x > 0)) if has_pos is None else has_pos
-                    if not has_pos:
-                        continue
-                terms.append(t)
+            terms = [t for t in group.terms if not inputs.is_zero(t.inp)]
             if not terms:
                 continue
-            z = self._denominator(layer, ctx, x, outs[0], group, gi, terms)
+            z = self._denominator(layer, ctx, x, outs[0], group, gi, terms, inputs)
             s = group.stab.divide(xp, g, z)
             if group.mask == "z>0":
-                s = s * (outs[0] > 0)
+                s *= outs[0] > 0
             elif group.mask == "z<0":
-                s = s * (outs[0] < 0)
+                s *= outs[0] < 0
             for t in terms:
                 back = layer.lin_t_k(xp, s, layer.param(xp, t.w, _weight_mod(t.w)))
-                inp = self._input(layer, ctx, x, t.inp)
-                contrib = back if inp is None else back * inp
+                inp = inputs.get(t.inp)
+                if inp is not None:
+                    back *= inp
                 c = group.coeff * t.sign
-                if c != 1.0:
-                    contrib = contrib * np.float32(c)
-                total = contrib if total is None else total + contrib
+                if total is None:
+                    total = back if c == 1.0 else back * np.float32(c)
+                elif c == 1.0:
+                    total += back
+                elif c == -1.0:
+                    total -= back
+                else:
+                    total += back * np.float32(c)
         if total is None:
             total = xp.zeros((g.shape[0],) + tuple(x.shape), dtype=xp.float32)
         return [total]
 
-    @staticmethod
-    def _input(layer: LinearLayer, ctx: RuleContext, x: Array, key: str) -> Array | None:
-        """The modified input; None stands for a tensor of ones (no multiplication needed)."""
-        xp = ctx.xp
-        if key == "x":
-            return x
-        if key == "x+":
-            return xp.maximum(x, 0)
-        if key == "x-":
-            return xp.minimum(x, 0)
-        if key == "ones":
-            return None
-        if layer.inputs[0] not in ctx.bounds:
-            raise UnsupportedModelError(
-                f"node {layer.name!r} (op {layer.op_type}) needs input bounds (low/high) for its input "
-                f"{layer.inputs[0]!r}, which cannot be mapped from the model input through the layers before it"
-            )
-        low, high = ctx.bounds[layer.inputs[0]]
-        return low if key == "low" else high
-
     def _denominator(
-        self, layer: LinearLayer, ctx: RuleContext, x: Array, y: Array, group: Group, gi: int, terms: list[Term]
+        self, layer: LinearLayer, ctx: RuleContext, x: Array, y: Array, group: Group, gi: int, terms: list[Term],
+        inputs: _Inputs,
     ) -> Array:
         xp = ctx.xp
         # the layer's own output when the group is plain W x + b
@@ -149,7 +126,7 @@ class LinearRule(Rule):
         b = None if group.bias is None else layer.bias_param(xp, group.bias, _weight_mod(group.bias))
         z = None
         for t in terms:
-            inp = self._input(layer, ctx, x, t.inp)
+            inp = inputs.get(t.inp)
             if inp is None:
                 inp = xp.ones(x.shape, dtype=xp.float32)
             w = layer.param(xp, t.w, _weight_mod(t.w))
@@ -162,6 +139,58 @@ class LinearRule(Rule):
         if x_free:
             ctx.cache[key] = z
         return z
+
+
+class _Inputs:
+    """The modified inputs of one rule call (``x``, ``x⁺``, ``x⁻``, ones, the Z^B bounds), made once.
+
+    After a ReLU ``x ≥ 0`` everywhere: then ``x⁺`` is ``x`` itself and ``x⁻`` terms vanish.
+    """
+
+    def __init__(self, layer: LinearLayer, ctx: RuleContext, x: Array) -> None:
+        self.layer, self.ctx, self.x = layer, ctx, x
+        self._made: dict[str, Array | None] = {}
+        self._has_neg: bool | None = None
+        self._has_pos: bool | None = None
+
+    def has_neg(self) -> bool:
+        """Whether ``x`` has a negative element."""
+        if self._has_neg is None:
+            self._has_neg = bool(self.ctx.xp.any(self.x < 0))
+        return self._has_neg
+
+    def has_pos(self) -> bool:
+        """Whether ``x`` has a positive element."""
+        if self._has_pos is None:
+            self._has_pos = bool(self.ctx.xp.any(self.x > 0))
+        return self._has_pos
+
+    def is_zero(self, key: str) -> bool:
+        """True when the modified input is zero everywhere (its term contributes nothing)."""
+        return (key == "x-" and not self.has_neg()) or (key == "x+" and not self.has_pos())
+
+    def get(self, key: str) -> Array | None:
+        """The modified input; None stands for a tensor of ones (no multiplication needed)."""
+        if key == "x" or (key == "x+" and not self.has_neg()):
+            return self.x
+        if key == "ones":
+            return None
+        if key not in self._made:
+            xp, layer = self.ctx.xp, self.layer
+            if key == "x+":
+                self._made[key] = xp.maximum(self.x, 0)
+            elif key == "x-":
+                self._made[key] = xp.minimum(self.x, 0)
+            else:
+                if layer.inputs[0] not in self.ctx.bounds:
+                    raise UnsupportedModelError(
+                        f"node {layer.name!r} (op {layer.op_type}) needs input bounds (low/high) for its input "
+                        f"{layer.inputs[0]!r}, which cannot be mapped from the model input through the layers "
+                        "before it"
+                    )
+                low, high = self.ctx.bounds[layer.inputs[0]]
+                self._made[key] = low if key == "low" else high
+        return self._made[key]
 
 
 # ---------------------------------------------------------------------------------------------
