@@ -315,33 +315,11 @@ def make_input(shape: tuple[int, ...], batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *shape), dtype=np.float32)
 
 
-_PLAIN_SESSION_OPTIONS: Any = None  # onnxruntime's own SessionOptions class, kept by disable_engine_spinning()
-
-
-def disable_engine_spinning() -> None:
-    """Experiment (``--ort-no-spin``): every onnxruntime session created from now on gets
-    ``session.intra_op.allow_spinning = 0`` — onnxlrp's forward and backward-kernel sessions, not the plain
-    baseline session of :func:`ort_session`. Shows what the engine would gain from setting it itself."""
-    global _PLAIN_SESSION_OPTIONS
-    import onnxruntime as ort
-
-    if _PLAIN_SESSION_OPTIONS is not None:
-        return
-    _PLAIN_SESSION_OPTIONS = ort.SessionOptions
-
-    class _NoSpinSessionOptions(ort.SessionOptions):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.add_session_config_entry("session.intra_op.allow_spinning", "0")
-
-    ort.SessionOptions = _NoSpinSessionOptions
-
-
 def ort_session(path: Path, device: str, threads: int) -> Any:
     """A plain onnxruntime session on the model file (ORT_ENABLE_ALL, ``threads`` intra-op threads)."""
     import onnxruntime as ort
 
-    so = (_PLAIN_SESSION_OPTIONS or ort.SessionOptions)()
+    so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
@@ -780,8 +758,6 @@ def child_main(payload: str) -> int:
     spec = bench_models.get_model(job["model"], job["source"], job["seed"])
     x = make_input(spec.input_shape, job["batch"], job["seed"])
     threads, device, lib, method, targets = job["threads"], job["device"], job["lib"], job["method"], job["targets"]
-    if job.get("ort_no_spin"):
-        disable_engine_spinning()
     gpu_before = None
     if lib == "forward":
         sess = ort_session(spec.path, device, threads)
@@ -846,8 +822,7 @@ def run_memory(spec_name: str, spec: Any, batch: int, targets: list[int], method
     rows = []
     for lib, method in jobs:
         job = {"model": spec_name, "source": args.source, "seed": args.seed, "batch": batch, "lib": lib,
-               "method": method, "threads": args.threads, "device": args.device, "targets": targets,
-               "ort_no_spin": args.ort_no_spin}
+               "method": method, "threads": args.threads, "device": args.device, "targets": targets}
         log(f"[{spec.name} b={batch}] memory: {lib} {method}")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads), "--_child",
                json.dumps(job)]
@@ -916,8 +891,7 @@ def machine_header(argv: Sequence[str], args: argparse.Namespace) -> list[str]:
         f"repeat: {args.repeat} (median) after 1 warm-up; target: {args.target}; input seed {args.seed}",
         f"- python {platform.python_version()}; " + ", ".join(libs) + (f"; NumPy BLAS: {blas}" if blas else ""),
         f"- date: {date}",
-    ] + (["- **experiment `--ort-no-spin`**: onnxlrp's onnxruntime sessions run with "
-          "`session.intra_op.allow_spinning=0` (monkeypatched by the benchmark)"] if args.ort_no_spin else [])
+    ]
 
 
 def print_report(cases: list[CaseResult], args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -1061,9 +1035,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--target", default="top",
                    help="the explained class: an int, or 'top' (each sample's class with the largest logit in the "
                         "plain forward; fixed once, then the same for every method and library)")
-    p.add_argument("--ort-no-spin", action="store_true",
-                   help="experiment: disable onnxruntime's spin-waiting in onnxlrp's own sessions (monkeypatched; "
-                        "the plain forward baseline keeps onnxruntime's default)")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.model = args.model or ["vgg16", "resnet50", "efficientnet_lite0"]
@@ -1100,8 +1071,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--device cuda: CuPy sees no GPU (install onnxlrp[gpu])", file=sys.stderr)
         return 2
 
-    if args.ort_no_spin:
-        disable_engine_spinning()
     z_ok, z_why = (False, "--no-zennit") if args.no_zennit else zennit_available()
     cases: list[CaseResult] = []
     for name in args.model:
