@@ -145,14 +145,22 @@ def _parse_floats_arg(text: str) -> tuple[float, ...]:
     return v
 
 
-def _parse_percentile(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v <= 100:
-        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100], got {text!r}")
-    return v
+def number(cast: type, ok: Any, what: str) -> Any:
+    """An argparse ``type=``: ``cast(text)`` accepted when ``ok(value)``, else "expected <what>"."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    return parse
+
+
+_parse_percentile = number(float, lambda v: 0 < v <= 100, "a percentile in (0, 100]")
 
 
 def _parse_option(text: str) -> tuple[str, Any]:

@@ -39,6 +39,7 @@ from .cli import (
     _parse_size,
     _stems,
     _warn,
+    number,
     resolve_class,
     softmax,
 )
@@ -66,51 +67,11 @@ METRIC_COLUMNS = ["aopc_morf", "aopc_lerf", "aopc_random", "aopc_morf_prob", "ao
 DISCRIMINATION_COLUMNS = ["correlation", "a_on_a", "a_on_b", "b_on_b", "b_on_a", "own_minus_other"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return v
-
-
-def _non_negative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
-
-
-def _positive(text: str) -> float:
-    v = _non_negative(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+_positive_int = number(int, lambda v: v >= 1, "a positive integer")
+_count = number(int, lambda v: v >= 0, "a whole number >= 0")
+_fraction = number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+_non_negative = number(float, lambda v: v >= 0, "a number >= 0")
+_positive = number(float, lambda v: v > 0, "a positive number")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -30,6 +32,7 @@ from .ops.reindex import PadLayer
 
 _SOFTMAX = {"Softmax", "LogSoftmax"}
 IN_MEMORY = "onnxlrp-weights-in-memory"  # external-data location of detached weights
+T = TypeVar("T")
 _FLOAT = onnx.TensorProto.FLOAT
 
 # ---------------------------------------------------------------------------------------------
@@ -530,51 +533,44 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     return Graph(layers, input_name, output_name, tuple(input_shape), out_shape, shapes, tensors, opset, canon)
 
 
-def _on_path_nodes(nodes: list[onnx.NodeProto], input_name: str, output_name: str) -> set[str]:
-    """First-output names of nodes that lie on a path from the input to the output."""
-    fwd = {input_name}
-    for n in nodes:
-        if any(i in fwd for i in n.input):
-            fwd.update(o for o in n.output if o)
-    prod = {o: n for n in nodes for o in n.output}
-    back: set[str] = set()
-    stack = [output_name]
-    while stack:
-        t = stack.pop()
-        n = prod.get(t)
-        if n is None or n.output[0] in back:
-            continue
-        back.add(n.output[0])
-        stack.extend(i for i in n.input if i)
-    return {n.output[0] for n in nodes if n.output[0] in back and any(o in fwd for o in n.output)}
-
-
-def _reachable(layers: list[Layer], input_name: str, output_name: str) -> list[Layer]:
-    """Keep the layers on a path from the input to the output."""
-    fwd = {input_name}
-    keep_fwd = []
-    for layer in layers:
-        if any(i in fwd for i in layer.inputs):
-            fwd.update(layer.outputs)
-            keep_fwd.append(layer)
-    prod = {o: layer for layer in keep_fwd for o in layer.outputs}
+def _on_path(items: list[T], inputs_of: Callable[[T], list[str]], outputs_of: Callable[[T], list[str]],
+             source: str, sink: str) -> list[T]:
+    """The items (nodes or layers, in topological order) on a path from tensor ``source`` to ``sink``."""
+    fwd = {source}
+    reach = []
+    for it in items:
+        if any(i in fwd for i in inputs_of(it)):
+            fwd.update(outputs_of(it))
+            reach.append(it)
+    producer = {o: k for k, it in enumerate(reach) for o in outputs_of(it)}
     need: set[int] = set()
-    stack = [output_name]
-    seen: set[str] = set()
+    stack, seen = [sink], set()
     while stack:
         t = stack.pop()
         if t in seen:
             continue
         seen.add(t)
-        layer = prod.get(t)
-        if layer is None:
-            continue
-        need.add(id(layer))
-        stack.extend(layer.inputs)
-    kept = [layer for layer in keep_fwd if id(layer) in need]
+        k = producer.get(t)
+        if k is not None:
+            need.add(k)
+            stack.extend(inputs_of(reach[k]))
+    return [it for k, it in enumerate(reach) if k in need]
+
+
+def _on_path_nodes(nodes: list[onnx.NodeProto], input_name: str, output_name: str) -> set[str]:
+    """First-output names of the nodes that lie on a path from the input to the output."""
+    on = _on_path(nodes, lambda n: [i for i in n.input if i], lambda n: [o for o in n.output if o],
+                  input_name, output_name)
+    return {n.output[0] for n in on}
+
+
+def _reachable(layers: list[Layer], input_name: str, output_name: str) -> list[Layer]:
+    """Keep the layers on a path from the input to the output."""
+    kept = _on_path(layers, lambda la: la.inputs, lambda la: la.outputs, input_name, output_name)
+    produced = {o for layer in kept for o in layer.outputs}
     for layer in kept:  # inputs that are neither produced nor the model input cannot be explained
         for i in layer.inputs:
-            if i != input_name and i not in prod:
+            if i != input_name and i not in produced:
                 raise UnsupportedModelError(
                     f"node {layer.name!r} (op {layer.op_type}) reads tensor {i!r}, which is not computed "
                     "from the model input by a supported op"
