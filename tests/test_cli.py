@@ -361,3 +361,18 @@ def test_exploding_relevance_is_a_one_line_warning(tmp_path: Path) -> None:
     res = run("explain", MODEL, PHOTO3, "-m", "lrp_preset_b", "--target", "zebra", "--option", "bias=false",
               "--output", tmp_path)
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+
+
+def test_readme_pictures_are_what_the_readme_command_writes(
+    zebra_run: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
+    """docs/images/ holds the output of the README's quick-start command; a change of the engine that
+    changes these maps must come with regenerated pictures (decoded pixels compared, not PNG bytes)."""
+    from PIL import Image
+
+    for method in ("sglrp", "lrp"):
+        name = f"zebra_elephant3_{method}_zebra.png"
+        committed = np.asarray(Image.open(ROOT / "docs" / "images" / name).convert("RGB"), dtype=np.int16)
+        fresh = np.asarray(Image.open(zebra_run[1] / name).convert("RGB"), dtype=np.int16)
+        assert committed.shape == fresh.shape
+        assert np.abs(committed - fresh).max() <= 2, f"docs/images/{name} is stale: rerun the README command"
