@@ -693,11 +693,6 @@ def _annotate(layers: list[Layer], input_name: str, output_name: str) -> None:
         t = layer.inputs[0]
 
 
-def describe_layer(layer: Layer) -> str:
-    """A short description of a layer for listings."""
-    return layer.describe()
-
-
 __all__ = [
     "ConvLayer",
     "DenseLayer",
@@ -705,7 +700,6 @@ __all__ = [
     "PreparedModel",
     "build_graph",
     "canonicalize",
-    "describe_layer",
     "load_model",
     "opset_of",
     "prepare",

@@ -21,8 +21,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..errors import UnsupportedModelError
-
 Array = Any  # numpy.ndarray or cupy.ndarray
 
 
@@ -147,8 +145,3 @@ def unbroadcast(xp: Any, g: Array, shape: tuple[int, ...]) -> Array:
     if axes:
         g = g.sum(axis=axes, keepdims=True)
     return g.reshape(target)
-
-
-def node_error(node: onnx.NodeProto, why: str) -> UnsupportedModelError:
-    """An error naming the node, its op type and the reason."""
-    return UnsupportedModelError(f"node {node.name or node.output[0]!r} (op {node.op_type}): {why}")
