@@ -352,6 +352,17 @@ def _method_list(names: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def z_box(args: argparse.Namespace, spec: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """The Z^B box: ``--low``/``--high`` where given, else the preprocessing's true input range."""
+    lo, hi = input_range(spec)
+    low = _channel_values(args.low, spec, "low")
+    high = _channel_values(args.high, spec, "high")
+    box = (lo if low is None else low, hi if high is None else high)
+    if np.any(np.broadcast_to(box[0], spec.channel_shape()) > np.broadcast_to(box[1], spec.channel_shape())):
+        raise UsageError("--low must not exceed --high")
+    return box
+
+
 def _method_options(methods: Sequence[str], given: Sequence[tuple[str, Any]], low_high: tuple[Any, Any],
                     ) -> dict[str, dict[str, Any]]:
     from .methods import METHODS
@@ -437,13 +448,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     spec = _model_spec(args, ex)
     labels, label_source = _labels_for(args, ex)
     targets = [resolve_class(t, labels, label_source or "the label file") for t in target_specs]
-    lo, hi = input_range(spec)
-    low = _channel_values(args.low, spec, "low")
-    high = _channel_values(args.high, spec, "high")
-    low_high = (lo if low is None else low, hi if high is None else high)
-    if np.any(np.broadcast_to(low_high[0], spec.channel_shape()) > np.broadcast_to(low_high[1], spec.channel_shape())):
-        raise UsageError("--low must not exceed --high")
-    options = _method_options(methods, args.option or [], low_high)
+    options = _method_options(methods, args.option or [], z_box(args, spec))
 
     mean_std = ""
     if args.mean is not None or args.std is not None:

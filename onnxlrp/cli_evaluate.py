@@ -26,7 +26,6 @@ from .cli import (
     RESAMPLE,
     Progress,
     UsageError,
-    _channel_values,
     _class_name,
     _class_slug,
     _labels_for,
@@ -42,6 +41,7 @@ from .cli import (
     number,
     resolve_class,
     softmax,
+    z_box,
 )
 from .errors import InputError
 from .evaluate import (
@@ -268,13 +268,8 @@ def run(args: argparse.Namespace) -> int:
     labels, label_source = _labels_for(args, ex)
     target_specs = args.target or ["top"]
     targets = [resolve_class(t, labels, label_source or "the label file") for t in target_specs]
-    lo, hi = input_range(spec)
-    low = _channel_values(args.low, spec, "low")
-    high = _channel_values(args.high, spec, "high")
-    low_high = (lo if low is None else low, hi if high is None else high)
-    if np.any(np.broadcast_to(low_high[0], spec.channel_shape()) > np.broadcast_to(low_high[1], spec.channel_shape())):
-        raise UsageError("--low must not exceed --high")
-    options = _method_options(methods, args.option or [], low_high)
+    lo, hi = input_range(spec)  # the true input range: uniform-noise perturbations draw from it
+    options = _method_options(methods, args.option or [], z_box(args, spec))
     stems = _stems(paths)
     regions_of: dict[int, list[Region]] = {}
     for i, path in enumerate(paths):

@@ -9,6 +9,7 @@ convolution is one batched matrix product (BLAS / cuBLAS).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -89,12 +90,7 @@ def conv(
             acc += wk[:, :, i].reshape((1, c, mult) + (1,) * nd) * win[:, :, None]
         y[...] = acc.reshape(y.shape)
     else:
-        kp = 1
-        for k in kernel:
-            kp *= k
-        p = 1
-        for o in o_shape:
-            p *= o
+        kp, p = math.prod(kernel), math.prod(o_shape)
         wm = w.reshape(group, m // group, cg * kp)
         for sl in _chunks(bsz, c * kp * p):
             xs = xpd[sl]
@@ -138,12 +134,7 @@ def conv_transpose(
             )
             gx[window_slices(off, o_shape, strides, dilations)] += contrib
     else:
-        kp = 1
-        for k in kernel:
-            kp *= k
-        p = 1
-        for o in o_shape:
-            p *= o
+        kp, p = math.prod(kernel), math.prod(o_shape)
         wt = w.reshape(group, m // group, cg * kp).transpose(0, 2, 1)
         for sl in _chunks(bsz, c * kp * p):
             vs = v[sl]
