@@ -381,3 +381,25 @@ def test_live_efficientnet_lite0_on_a_photo(method: str) -> None:
     RESULTS[("efficientnet_lite0 (photo)", method)] = ft.Fidelity("efficientnet_lite0 (photo)", method,
                                                                    {"gradient": err}, {"gradient": tol})
     assert np.all(err <= tol), f"{method}: err {err.ravel()} tol {tol.ravel()} (Zennit float32: {err32.ravel()})"
+
+
+@pytest.mark.crosscheck
+@pytest.mark.parametrize("opset", [11, 12])
+@pytest.mark.parametrize("name", BASE_MODELS)
+def test_old_opsets_explain_the_same(name: str, opset: int, tmp_path: Path) -> None:
+    """The same weights exported at opset 11/12 (Clip, Pad, Slice… with their older signatures) give the
+    heatmaps of the opset-17 fixture."""
+    mf = _make_fixtures()
+    import torch
+
+    ref = ft.load_reference(FIXTURES / f"{name}_ref.npz")
+    x, targets = ref["x"], [int(t) for t in ref["targets"]]
+    path = tmp_path / f"{name}_{opset}.onnx"
+    torch.onnx.export(mf.build_model(name).eval(), torch.from_numpy(x), str(path), dynamo=False,
+                      opset_version=opset, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}})
+    old = Explainer(path, device="cpu")
+    for method in ("epsilon_plus_flat", "lrp", "gradient"):
+        a = np.asarray(_explainer(FIXTURES / f"{name}.onnx").explain(x, targets=targets, method=method))
+        b = np.asarray(old.explain(x, targets=targets, method=method))
+        assert _max_rel(b, a) <= 1e-6, (name, opset, method)
