@@ -362,9 +362,9 @@ EFFNET_LOW, EFFNET_HIGH = -2.2, 2.7  # a box around the ImageNet-normalised inpu
 @pytest.mark.parametrize("method", ft.METHODS)
 def test_live_efficientnet_lite0_on_a_photo(method: str) -> None:
     """The shipped ONNX model explained by onnxlrp matches Zennit on its PyTorch original, on a real photo."""
+    model, x, targets = _effnet()  # skips without torch / zennit / efficientnet-lite-pytorch
     import torch
 
-    model, x, targets = _effnet()
     with torch.no_grad():
         logits = model.double()(torch.from_numpy(x).double()).numpy()
     model.float()
