@@ -419,28 +419,27 @@ def _print_means(records: list[dict[str, Any]], disc_rows: list[dict[str, Any]],
         print(_table(header, drows, "    "))
 
 
+def _write_csv(path: Path, cols: list[str], rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` (dicts) as CSV with the columns ``cols``; missing numbers become empty cells."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(cols)
+        for r in rows:
+            wr.writerow(["" if _num(r[c]) is None else _num(r[c]) for c in cols])
+    return path
+
+
 def _write_outputs(out: Path, args: argparse.Namespace, spec: Any, settings: EvalSettings, methods: list[str],
                    records: list[dict[str, Any]], disc_rows: list[dict[str, Any]], images_json: list[dict[str, Any]],
                    plots: list[tuple[Path, np.ndarray]]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    csv_path = out / "evaluation.csv"
-    cols = ["image", "method", "target", "class", "prob", "logit", *METRIC_COLUMNS]
-    with csv_path.open("w", newline="", encoding="utf-8") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(cols)
-        for r in records:
-            wr.writerow(["" if _num(r[c]) is None else _num(r[c]) for c in cols])
-    written.append(csv_path)
+    written.append(_write_csv(out / "evaluation.csv",
+                              ["image", "method", "target", "class", "prob", "logit", *METRIC_COLUMNS], records))
     if disc_rows:
-        d_path = out / "discrimination.csv"
-        dcols = ["image", "method", "class_a", "name_a", "class_b", "name_b", *DISCRIMINATION_COLUMNS]
-        with d_path.open("w", newline="", encoding="utf-8") as fh:
-            wr = csv.writer(fh)
-            wr.writerow(dcols)
-            for d in disc_rows:
-                wr.writerow(["" if _num(d[c]) is None else _num(d[c]) for c in dcols])
-        written.append(d_path)
+        written.append(_write_csv(out / "discrimination.csv",
+                                  ["image", "method", "class_a", "name_a", "class_b", "name_b",
+                                   *DISCRIMINATION_COLUMNS], disc_rows))
     j_path = out / "evaluation.json"
     doc = {
         "model": str(args.model),

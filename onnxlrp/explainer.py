@@ -340,14 +340,17 @@ class Explainer:
         b = self.backend
         return b.asarray(lo), b.asarray(hi)
 
-    def _gradient(self, x: np.ndarray, tg: np.ndarray, composite: str = "gradient",
-                  stop_at: str | None = None) -> tuple[Array, dict[str, Array], Plan]:
+    def _gradient(self, x: np.ndarray, tg: np.ndarray, composite: str = "gradient", stop_at: str | None = None,
+                  acts: dict[str, Array] | None = None) -> tuple[Array, dict[str, Array]]:
+        """The (modified) gradient of the targets at ``x`` (or at ``stop_at``) and the activations;
+        ``acts`` reuses a forward pass already made on ``x``."""
         plan = self._plan(x.shape)
-        acts = plan.run_forward(x)
+        if acts is None:
+            acts = plan.run_forward(x)
         xp = self.backend.xp
         start = xp.asarray(start_relevance("onehot", self.backend.to_numpy(plan.logits(acts)), tg))
         comp = METHODS[composite].composite()  # type: ignore[misc]
-        return plan.backward(acts, start, comp.rule_for, RuleContext(xp), stop_at=stop_at), acts, plan
+        return plan.backward(acts, start, comp.rule_for, RuleContext(xp), stop_at=stop_at), acts
 
     def _sampling(self, m: Method, x: np.ndarray, tg: np.ndarray, opts: dict[str, Any]) -> Array:
         """SmoothGrad and Integrated Gradients: many gradient evaluations, batched."""
@@ -383,7 +386,7 @@ class Explainer:
                 if self.fixed_batch:
                     g = xp.concatenate([self._gradient(pts[j : j + 1], tg[:, [i]])[0] for j in range(k)], axis=1)
                 else:
-                    g, _, _ = self._gradient(np.ascontiguousarray(pts, dtype=np.float32), np.repeat(tg[:, [i]], k, 1))
+                    g, _ = self._gradient(np.ascontiguousarray(pts, dtype=np.float32), np.repeat(tg[:, [i]], k, 1))
                 total[:, i] += g.sum(axis=1)
                 done += k
         mean = total / xp.float32(count)
@@ -394,14 +397,14 @@ class Explainer:
     def _gradcam(self, x: np.ndarray, tg: np.ndarray, layer: str | None, guided: bool) -> Array:
         plan = self._plan(x.shape)
         name = self._cam_layer(plan, layer)
-        grad, acts, _ = self._gradient(x, tg, stop_at=name)
+        grad, acts = self._gradient(x, tg, stop_at=name)
         a = acts[name]  # (N, C, *S)
         spatial = tuple(range(3, grad.ndim))
         w = grad.mean(axis=spatial, keepdims=True)  # (T, N, C, 1..)
         cam = (w * a[None]).sum(axis=2)  # (T, N, *S)
         heat = self._resize_to_input(plan, cam, x.shape)
         if guided:
-            gb, _, _ = self._gradient(x, tg, composite="guided_backprop")
+            gb, _ = self._gradient(x, tg, composite="guided_backprop", acts=acts)
             heat = heat * gb
         return heat
 

@@ -165,6 +165,7 @@ class AffineLayer(Layer):
         super().__init__(ctx, inputs=[x_name])
         self.scale = np.asarray(scale, dtype=np.float32)
         self.shift = np.asarray(shift, dtype=np.float32)
+        self.unit_scale = bool(np.all(self.scale == 1))
         if self.output_shapes[0] != self.input_shapes[0]:
             raise Unsupported(
                 f"the constant operand broadcasts the activation from {self.input_shapes[0]} "
@@ -176,7 +177,7 @@ class AffineLayer(Layer):
         g = gouts[0]
         if g is None:
             return [None]
-        return [g if np.all(self.scale == 1) else g * xp.asarray(self.scale)]
+        return [g if self.unit_scale else g * xp.asarray(self.scale)]
 
     def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
         """``x ⊙ scale + shift``."""

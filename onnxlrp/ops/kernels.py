@@ -147,6 +147,17 @@ def conv_transpose(
     return xp.ascontiguousarray(gx[crop])
 
 
+def _ceil_pads(spatial: Sequence[int], o_shape: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+               dilations: Sequence[int], pads: Sequence[int]) -> list[int]:
+    """Pads with the end side enlarged so that every window of the output (ceil mode) lies inside."""
+    nd = len(kernel)
+    end = [
+        max(pads[i + nd], (o_shape[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i] - pads[i])
+        for i in range(nd)
+    ]
+    return list(pads[:nd]) + end
+
+
 def maxpool_vjp(
     xp: Any,
     x: Array,
@@ -168,11 +179,7 @@ def maxpool_vjp(
             and all(o * k == n for o, k, n in zip(o_shape, kernel, x.shape[2:], strict=True))):
         return _maxpool_vjp_tiled(xp, x, y, g, kernel, o_shape)
     # pad enough at the end for ceil-mode windows that run past the input
-    pe = []
-    for i in range(nd):
-        need = (o_shape[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
-        pe.append(max(pads[i + nd], need - x.shape[2 + i] - pads[i]))
-    full = list(pads[:nd]) + pe
+    full = _ceil_pads(x.shape[2:], o_shape, kernel, strides, dilations, pads)
     xpd = pad_spatial(xp, x, full, value=-float("inf"))
     gx = xp.zeros(g.shape[: g.ndim - x.ndim] + xpd.shape, dtype=g.dtype)
     taken = xp.zeros(y.shape, dtype=bool)
@@ -229,11 +236,7 @@ def avgpool_vjp(
     nd = len(kernel)
     o_shape = g.shape[g.ndim - nd :]
     spatial = tuple(in_shape[2:])
-    pe = []
-    for i in range(nd):
-        need = (o_shape[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
-        pe.append(max(pads[i + nd], need - spatial[i] - pads[i]))
-    full = list(pads[:nd]) + pe
+    full = _ceil_pads(spatial, o_shape, kernel, strides, dilations, pads)
     padded = tuple(spatial[i] + full[i] + full[i + nd] for i in range(nd))
     # the divisor of every window: the kernel size, or the number of real (unpadded) elements
     inside = xp.zeros(padded, dtype=g.dtype)

@@ -116,9 +116,7 @@ class ConvLayer(LinearLayer):
             raise Unsupported(f"input rank {len(in_shape)} does not match a {nd}-d kernel")
         kernel = self.weight.shape[2:]
         self.group = int(ctx.attr("group", 1))
-        self.strides = list(ctx.attr("strides", [1] * nd))
-        self.dilations = list(ctx.attr("dilations", [1] * nd))
-        self.pads = _resolve_pads(ctx, in_shape[2:], kernel, self.strides, self.dilations)
+        self.strides, self.dilations, self.pads = window_attrs(ctx, in_shape[2:], kernel)
         if in_shape[1] != self.weight.shape[1] * self.group:
             raise Unsupported(
                 f"input has {in_shape[1]} channels but the weight expects {self.weight.shape[1]}×{self.group}"
@@ -156,6 +154,14 @@ class ConvLayer(LinearLayer):
         return f"Conv {k}/{s} {c_in}->{self.weight.shape[0]}{grp}" + (
             f" (+{', '.join(self.folded)})" if self.folded else ""
         )
+
+
+def window_attrs(ctx: NodeContext, spatial: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[list[int], ...]:
+    """Strides, dilations and explicit (begin..., end...) pads of a Conv/Pool node (``auto_pad`` resolved)."""
+    nd = len(kernel)
+    strides = list(ctx.attr("strides", [1] * nd))
+    dilations = list(ctx.attr("dilations", [1] * nd))
+    return strides, dilations, _resolve_pads(ctx, spatial, kernel, strides, dilations)
 
 
 def _resolve_pads(

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import kernels
 from .base import Array, Layer, NodeContext, Unsupported, register
-from .linear import _resolve_pads
+from .linear import window_attrs
 
 
 class MaxPoolLayer(Layer):
@@ -23,10 +23,7 @@ class MaxPoolLayer(Layer):
             self.output_shapes = self.output_shapes[:1]
         in_shape = self.input_shapes[0]
         self.kernel = list(ctx.attr("kernel_shape"))
-        nd = len(self.kernel)
-        self.strides = list(ctx.attr("strides", [1] * nd))
-        self.dilations = list(ctx.attr("dilations", [1] * nd))
-        self.pads = _resolve_pads(ctx, in_shape[2:], tuple(self.kernel), self.strides, self.dilations)
+        self.strides, self.dilations, self.pads = window_attrs(ctx, in_shape[2:], tuple(self.kernel))
 
     def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
         """Winner takes all."""
@@ -45,10 +42,7 @@ class AvgPoolLayer(Layer):
         super().__init__(ctx, inputs=[ctx.node.input[0]])
         in_shape = self.input_shapes[0]
         self.kernel = list(ctx.attr("kernel_shape"))
-        nd = len(self.kernel)
-        self.strides = list(ctx.attr("strides", [1] * nd))
-        self.dilations = list(ctx.attr("dilations", [1] * nd))
-        self.pads = _resolve_pads(ctx, in_shape[2:], tuple(self.kernel), self.strides, self.dilations)
+        self.strides, self.dilations, self.pads = window_attrs(ctx, in_shape[2:], tuple(self.kernel))
         self.count_include_pad = bool(ctx.attr("count_include_pad", 0))
 
     def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
