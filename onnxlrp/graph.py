@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +29,7 @@ from .ops import Layer, NodeContext, Unsupported, lookup
 from .ops.elementwise import ActivationLayer, AffineLayer, BatchNormLayer
 from .ops.linear import ConvLayer, DenseLayer, LinearLayer
 from .ops.reindex import PadLayer
+from .paths import MAX_MODEL_BYTES, confined, read_bounded, regular_file
 
 _SOFTMAX = {"Softmax", "LogSoftmax"}
 IN_MEMORY = "onnxlrp-weights-in-memory"  # external-data location of detached weights
@@ -40,75 +41,237 @@ _FLOAT = onnx.TensorProto.FLOAT
 
 
 def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx.ModelProto:
-    """Read an ONNX model from a path, bytes or a ModelProto, with its external data checked and loaded.
+    """Read an ONNX model from a path, bytes or a ModelProto and check it before anything runs it.
 
-    External-data tensors must live inside the model's folder: an absolute location or one
-    that escapes the folder (``../``, symlinks) is refused.
+    A path must name a regular file of at most :data:`~onnxlrp.paths.MAX_MODEL_BYTES` bytes; it is
+    read once, with a bound (FIFOs, devices, sockets and files that grow while read are refused).
+    Every tensor of the model (initializers, sparse initializers, tensor attributes, sub-graphs,
+    model-local functions) is then checked: external data must live inside the model's folder
+    (an absolute location or one that escapes the folder through ``../`` or a symlink is
+    refused) and is read into the model here, so onnxruntime never opens a file; each tensor's
+    data must match its type and dims, and float data must be finite. IR version and opset must
+    be ones onnx knows. Raises :class:`ModelLoadError` (or :class:`UnsupportedModelError` for an
+    opset) naming the file, tensor or version.
     """
     if isinstance(source, onnx.ModelProto):
-        model, base = source, None
-    elif isinstance(source, bytes | bytearray):
-        try:
-            model = onnx.load_model_from_string(bytes(source))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"the bytes given are not an ONNX model ({exc.__class__.__name__})") from None
-        base = None
-    else:
+        model, base, where = source, None, "the model"
+    elif isinstance(source, bytes | bytearray | memoryview):
+        model, base, where = _parse(bytes(source), "the bytes given"), None, "the model"
+    elif isinstance(source, str | os.PathLike):
         path = Path(source)
-        if not path.exists():
+        if not os.path.lexists(path):
             raise ModelLoadError(f"model file not found: {path}")
-        if path.is_dir():
-            raise ModelLoadError(f"model path is a directory, not an ONNX file: {path}")
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"{path} is not a readable ONNX model ({exc.__class__.__name__})") from None
-        base = path.resolve().parent
+        data = read_bounded(path, "model file", MAX_MODEL_BYTES)
+        model, base, where = _parse(data, str(path)), path.resolve().parent, str(path)
+    else:
+        raise ModelLoadError(
+            f"the model must be a file path, bytes or an onnx.ModelProto, not {type(source).__name__}"
+        )
     if not model.graph.node:
-        where = f"{source}" if isinstance(source, str | os.PathLike) else "the model"
         raise ModelLoadError(f"{where} has no graph nodes: not an ONNX model file (or an empty one)")
+    _check_versions(model, where)
     _load_external(model, base)
+    _check_tensors(model)
     return model
 
 
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ValueError...
+        if where == "the bytes given":
+            raise ModelLoadError(f"the bytes given are not an ONNX model ({exc.__class__.__name__})") from None
+        raise ModelLoadError(f"{where} is not a readable ONNX model ({exc.__class__.__name__})") from None
+
+
+_MIN_IR = 3  # IR 3 introduced opset imports; older files cannot say which ops they use
+
+
+def _check_versions(model: onnx.ModelProto, where: str) -> None:
+    """Refuse IR versions and default-domain opsets that onnx does not know (onnxruntime would throw)."""
+    ir = int(model.ir_version)
+    if not _MIN_IR <= ir <= onnx.IR_VERSION:
+        raise ModelLoadError(
+            f"{where} has IR version {ir}; onnxlrp reads IR versions {_MIN_IR} to {onnx.IR_VERSION}"
+        )
+    newest = onnx.defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and not 1 <= imp.version <= newest:
+            raise UnsupportedModelError(
+                f"{where} imports ONNX opset {imp.version}; onnxlrp knows opsets 1 to {newest}"
+            )
+
+
+# every place an ONNX model can hold a tensor, with a description for messages
+
+
+def _tensor_sites(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str]]:
+    """Every TensorProto of the model and where it lives (for error messages)."""
+    yield from _graph_sites(model.graph, "")
+    for f in model.functions:
+        yield from _node_sites(f.node, f" in function {f.name!r}")
+    for k, info in enumerate(model.training_info):
+        yield from _graph_sites(info.initialization, f" in training_info[{k}].initialization")
+        yield from _graph_sites(info.algorithm, f" in training_info[{k}].algorithm")
+
+
+def _graph_sites(g: onnx.GraphProto, ctx: str) -> Iterator[tuple[onnx.TensorProto, str]]:
+    for t in g.initializer:
+        yield t, f"initializer {t.name!r}{ctx}"
+    for s in g.sparse_initializer:
+        yield s.values, f"sparse initializer {s.values.name!r}{ctx}"
+        yield s.indices, f"indices of sparse initializer {s.values.name!r}{ctx}"
+    yield from _node_sites(g.node, ctx)
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    return f"node {node.name or (node.output[0] if node.output else '')!r} ({node.op_type})"
+
+
+def _node_sites(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onnx.TensorProto, str]]:
+    for node in nodes:
+        for a in node.attribute:
+            here = f"attribute {a.name!r} of {_node_label(node)}{ctx}"
+            if a.HasField("t"):
+                yield a.t, f"tensor {a.t.name!r} in {here}" if a.t.name else f"tensor in {here}"
+            for k, t in enumerate(a.tensors):
+                yield t, f"tensor {k} in {here}"
+            sparse = ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors)
+            for k, s in enumerate(sparse):
+                yield s.values, f"sparse tensor {k} in {here}"
+                yield s.indices, f"indices of sparse tensor {k} in {here}"
+            subs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
+            for g in subs:
+                yield from _graph_sites(g, f" in sub-graph {g.name!r} of {_node_label(node)}{ctx}")
+
+
+def _float_attribute_sites(model: onnx.ModelProto) -> Iterator[tuple[onnx.AttributeProto, str]]:
+    """Every float / float-list attribute (Constant values, alphas, epsilons...) and its node."""
+    def walk(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onnx.AttributeProto, str]]:
+        for node in nodes:
+            for a in node.attribute:
+                if a.HasField("f") or len(a.floats):
+                    yield a, f"attribute {a.name!r} of {_node_label(node)}{ctx}"
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    yield from walk(g.node, f" in sub-graph {g.name!r} of {_node_label(node)}{ctx}")
+
+    yield from walk(model.graph.node, "")
+    for f in model.functions:
+        yield from walk(f.node, f" in function {f.name!r}")
+
+
+def _uses_external(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) > 0
+
+
+_MAX_EXTERNAL_BYTES = 2**44  # external data files may exceed the protobuf limit; reads are bounded by offsets
+
+
 def _load_external(model: onnx.ModelProto, base: Path | None) -> None:
-    tensors = [
-        t
-        for t in _all_tensors(model.graph)
-        if t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
-    ]
-    if not tensors:
+    """Read every external tensor's bytes into the model, each from a file confined to ``base``."""
+    external = [(t, where) for t, where in _tensor_sites(model) if _uses_external(t)]
+    if not external:
         return
     if base is None:
-        raise ModelLoadError("the model has external data; load it from its file path so the data can be found")
-    for t in tensors:
-        location = next((e.value for e in t.external_data if e.key == "location"), None)
+        raise ModelLoadError(
+            f"{external[0][1]} has external data; load the model from its file path so the data can be found"
+        )
+    for t, where in external:
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location")
         if not location:
-            raise ModelLoadError(f"initializer {t.name!r} has external data without a location")
-        if os.path.isabs(location):
-            raise ModelLoadError(f"initializer {t.name!r}: external data path {location!r} is absolute; refused")
-        target = (base / location).resolve()
-        if base != target and base not in target.parents:
+            raise ModelLoadError(f"{where} has external data without a location")
+        target = confined(base, location, where)
+        size = regular_file(target, f"{where}: external data file", _MAX_EXTERNAL_BYTES)
+        try:
+            offset = int(info.get("offset", "0") or 0)
+            length = int(info["length"]) if info.get("length") else size - offset
+        except ValueError:
+            raise ModelLoadError(f"{where}: external data offset/length are not integers") from None
+        if offset < 0 or length < 0 or offset + length > size:
             raise ModelLoadError(
-                f"initializer {t.name!r}: external data path {location!r} points outside the model's folder; refused"
+                f"{where}: external data offset {offset} and length {length} lie outside {location!r} "
+                f"({size} bytes)"
             )
-        if not target.is_file():
-            raise ModelLoadError(f"initializer {t.name!r}: external data file {target} not found")
+        try:
+            with open(target, "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+        except OSError as exc:
+            raise ModelLoadError(f"{where}: cannot read external data {location!r}: {exc.strerror or exc}") from None
+        if len(data) != length:
+            raise ModelLoadError(f"{where}: external data file {location!r} changed while it was read; refused")
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
+        t.raw_data = data
+
+
+_FLOAT_TYPES = {
+    getattr(onnx.TensorProto, n)
+    for n in ("FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+              "FLOAT8E5M2FNUZ", "FLOAT8E8M0", "FLOAT4E2M1", "COMPLEX64", "COMPLEX128")
+    if hasattr(onnx.TensorProto, n)
+}
+_KNOWN_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+
+
+def tensor_array(t: onnx.TensorProto, where: str) -> np.ndarray:
+    """The tensor's values as an array, after checking that its data fits its declared type and dims.
+
+    Raises :class:`ModelLoadError` naming ``where`` for an undefined or unknown data type, a
+    negative dimension, missing data, or data shorter or longer than the dims say.
+    """
+    if t.data_type not in _KNOWN_TYPES:
+        name = "UNDEFINED" if t.data_type == onnx.TensorProto.UNDEFINED else "unknown"
+        raise ModelLoadError(f"{where} has data type {t.data_type} ({name}); refused")
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{where} has a negative dimension in its shape {dims}")
+    if _uses_external(t):
+        raise ModelLoadError(f"{where} has external data that was not loaded; refused")
     try:
-        onnx.load_external_data_for_model(model, str(base))
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"could not read the model's external data: {exc}") from None
+        return numpy_helper.to_array(t)
+    except Exception:  # noqa: BLE001 - ValueError/TypeError/KeyError/UnicodeDecodeError for bad data
+        dtype = onnx.TensorProto.DataType.Name(t.data_type)
+        if t.HasField("raw_data"):
+            stored = f"{len(t.raw_data)} bytes of raw data"
+        else:
+            field_name = helper.tensor_dtype_to_field(t.data_type) if t.data_type != onnx.TensorProto.STRING \
+                else "string_data"
+            stored = f"{len(getattr(t, field_name))} values in {field_name}"
+        count = int(np.prod(dims, dtype=np.float64)) if dims else 1
+        what = "no data" if stored.startswith("0 ") else stored
+        raise ModelLoadError(
+            f"{where}: {what} for a {dtype} tensor of shape {dims} ({count} elements); the data does not "
+            "match the declared type and shape"
+        ) from None
 
 
-def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    out = list(graph.initializer)
-    for node in graph.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                out.append(a.t)
-            elif a.type == onnx.AttributeProto.GRAPH:
-                out.extend(_all_tensors(a.g))
-    return out
+def _check_tensors(model: onnx.ModelProto) -> None:
+    """Every tensor's data fits its type and dims; every float tensor and float attribute is finite."""
+    for t, where in _tensor_sites(model):
+        arr = tensor_array(t, where)
+        if t.data_type in _FLOAT_TYPES and arr.size:
+            _check_finite(arr, where)
+    for a, where in _float_attribute_sites(model):
+        values = np.array([a.f] if a.HasField("f") else list(a.floats), dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ModelLoadError(f"{where} is not finite ({values.tolist()[:4]}); refused")
+
+
+def _check_finite(arr: np.ndarray, where: str) -> None:
+    """Refuse NaN/Inf in ``arr``, saying how many values are bad (one ``isfinite`` pass when all are finite)."""
+    if arr.dtype.kind not in "fc":
+        arr = arr.astype(np.float32)  # bfloat16 / float8 types of ml_dtypes
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    nan = int(np.count_nonzero(np.isnan(arr)))
+    raise ModelLoadError(
+        f"{where} has {bad} non-finite value{'s' if bad != 1 else ''} of {arr.size} "
+        f"({nan} NaN, {bad - nan} infinite); refused"
+    )
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -213,10 +376,10 @@ def detach_weights(model: onnx.ModelProto, min_elements: int = 1024) -> dict[str
     weights: dict[str, np.ndarray] = {}
     inits = model.graph.initializer
     for i, t in enumerate(inits):
-        size = int(np.prod(t.dims)) if len(t.dims) else 1
-        if size < min_elements:
+        size = int(np.prod(t.dims, dtype=np.float64)) if len(t.dims) else 1
+        if size < min_elements or _detached(t):
             continue
-        arr = numpy_helper.to_array(t)
+        arr = tensor_array(t, f"initializer {t.name!r}")
         weights[t.name] = arr
         stub = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
         stub.data_location = onnx.TensorProto.EXTERNAL  # onnxruntime gets the data from memory
@@ -403,7 +566,7 @@ def _skeleton(model: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: dict[
             inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(c.dtype), list(c.shape)))
     g = helper.make_graph(nodes, "skeleton", inputs, [], initializer=inits)
     m = helper.make_model(g, opset_imports=list(model.opset_import))
-    m.ir_version = model.ir_version
+    m.ir_version = max(int(model.ir_version), 4)  # IR 3 wanted every initializer among the inputs
     return m
 
 
@@ -461,17 +624,60 @@ def _fold(model: onnx.ModelProto, consts: dict[str, np.ndarray], input_name: str
 def _shapes_by_running(model: onnx.ModelProto, input_name: str, input_shape: tuple[int, ...],
                        names: list[str], weights: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
     """Fallback: run the model once on zeros and read the shapes of the given tensors."""
-    from .runtime import make_session
+    from .runtime import make_session, run_session
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
+    types = _elem_types(m, [n for n in names if n not in have])
     for n in names:
         if n not in have:
-            m.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None))
+            m.graph.output.append(helper.make_tensor_value_info(n, types[n], None))
     sess = make_session(m, weights=weights)
-    outs = sess.run(names, {input_name: np.zeros(input_shape, np.float32)})
+    outs = run_session(sess, names, input_name, np.zeros(input_shape, np.float32))
     return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, outs, strict=True)}
+
+
+_INT64_OPS = {"Shape", "Size", "ArgMax", "ArgMin", "NonZero", "NonMaxSuppression"}
+_BOOL_OPS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf"}
+_CONTROL_FLOW = {"Loop", "If", "Scan"}
+
+
+def _elem_types(model: onnx.ModelProto, names: list[str]) -> dict[str, int]:
+    """The element type of each named tensor: from ONNX type inference where it knows, else from the
+    producing node (``Cast``'s ``to``, int64 for ``Shape``/``ArgMax``..., the first input's type for
+    type-preserving ops), float32 by default. onnxruntime refuses outputs declared UNDEFINED."""
+    known: dict[str, int] = {}
+    g = model.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            known[vi.name] = vi.type.tensor_type.elem_type
+    for t in g.initializer:
+        known[t.name] = t.data_type
+    for node in g.node:  # topological order: inputs are typed before the node
+        outs = [o for o in node.output if o]
+        if not outs or all(o in known for o in outs):
+            continue
+        if node.op_type == "Cast":
+            ets = [next((int(a.i) for a in node.attribute if a.name == "to"), _FLOAT)]
+        elif node.op_type in _INT64_OPS:
+            ets = [onnx.TensorProto.INT64]
+        elif node.op_type in _BOOL_OPS:
+            ets = [onnx.TensorProto.BOOL]
+        elif node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
+            ets = [node.attribute[0].t.data_type]
+        elif node.op_type == "Loop":  # outputs: the loop-carried values, then scan outputs
+            ets = [known.get(i, _FLOAT) for i in node.input[2:]]
+        elif node.op_type in ("If", "Scan"):
+            body = next((a.g for a in node.attribute if a.HasField("g")), None)
+            ets = [o.type.tensor_type.elem_type or _FLOAT for o in body.output] if body is not None else []
+        else:  # type-preserving ops: the first non-boolean input's type
+            ets = [next((known[i] for i in node.input if known.get(i, onnx.TensorProto.BOOL) != onnx.TensorProto.BOOL),
+                        _FLOAT)]
+        for k, o in enumerate(node.output):
+            if o:
+                known.setdefault(o, ets[k] if k < len(ets) else ets[0] if len(ets) == 1 else _FLOAT)
+    return {n: known.get(n, _FLOAT) or _FLOAT for n in names}
 
 
 def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
@@ -481,6 +687,17 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     weights = weights or {}
     consts = _constants(canon, weights)
     dyn_nodes, shapes = _fold(canon, consts, input_name, input_shape, opset)
+    on_path = _on_path_nodes(dyn_nodes, input_name, output_name)
+    flow = [n for n in dyn_nodes if n.output and n.output[0] in on_path and n.op_type in _CONTROL_FLOW
+            and n.domain in ("", "ai.onnx")]
+    if flow:
+        ops = "/".join(sorted({n.op_type for n in flow}))
+        raise UnsupportedModelError(
+            "the model cannot be explained: "
+            + "; ".join(f"node {n.name or n.output[0]!r} (op {n.op_type}) is control flow" for n in flow[:5])
+            + f" on the path from the input to the output, and onnxlrp does not explain {ops}."
+            " Re-export the model with loops unrolled and branches fixed."
+        )
     needed = sorted({t for n in dyn_nodes for t in list(n.input) + list(n.output) if t and t not in consts})
     missing = [t for t in needed if t not in shapes]
     if missing:
@@ -490,7 +707,6 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
             raise UnsupportedModelError(f"cannot determine the shapes of {missing[:5]}: {exc}") from None
     producers = {o: n for n in dyn_nodes for o in n.output}
 
-    on_path = _on_path_nodes(dyn_nodes, input_name, output_name)
     layers: list[Layer] = []
     problems: list[str] = []
     for node in dyn_nodes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnx
 from onnx import helper
 
 from .backend import Backend
-from .errors import DeviceError, InputError
+from .errors import DeviceError, InputError, UnsupportedModelError
 
 
 def onnxruntime() -> Any:
@@ -59,7 +60,10 @@ def make_session(model: onnx.ModelProto, backend: Backend | None = None, threads
         if names:
             so.add_external_initializers(names, kept)
     providers = providers_for(backend) if backend is not None else ["CPUExecutionProvider"]
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's Fail, InvalidGraph, InvalidProtobuf, NotImplemented...
+        raise UnsupportedModelError(f"onnxruntime cannot load the model: {ort_message(exc)}") from None
     sess._onnxlrp_weights = kept  # the session reads these buffers: keep them alive with it
     return sess
 
@@ -103,11 +107,44 @@ class Forward:
 
     def run(self, x: np.ndarray) -> dict[str, Any]:
         """All intermediate tensors for input ``x`` (on the backend's device), plus ``x`` itself."""
-        outs = self.session.run(self.names, {self.input_name: x})
+        outs = run_session(self.session, self.names, self.input_name, x)
         b = self.backend
         acts = {n: b.asarray(v) for n, v in zip(self.names, outs, strict=True)}
         acts[self.input_name] = b.asarray(x)
         return acts
+
+
+def ort_message(exc: BaseException) -> str:
+    """The first line of an onnxruntime exception, with onnxruntime's bracketed status prefix removed."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else exc.__class__.__name__
+    line = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*", "", line)
+    return line[:500]
+
+
+_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)'")
+
+
+def run_session(session: Any, names: list[str] | None, input_name: str, x: np.ndarray) -> list[Any]:
+    """``session.run`` with onnxruntime's failures turned into onnxlrp errors.
+
+    A failure inside a node (an impossible Reshape for this input, a shape mismatch) is an
+    :class:`UnsupportedModelError` naming the node, its op type and the input shape; any other
+    failure is an :class:`InputError` naming the input shape.
+    """
+    try:
+        return session.run(names, {input_name: x})
+    except MemoryError:
+        raise InputError(f"not enough memory to run the model on input shape {list(x.shape)}") from None
+    except Exception as exc:  # noqa: BLE001 - Fail, InvalidArgument, RuntimeException, NotImplemented...
+        msg = ort_message(exc)
+        node = _NODE.search(str(exc))
+        if node is not None:
+            raise UnsupportedModelError(
+                f"onnxruntime failed in node {node.group(2)!r} (op {node.group(1)}) on input shape "
+                f"{list(x.shape)}: {msg}"
+            ) from None
+        raise InputError(f"onnxruntime could not run the model on input shape {list(x.shape)}: {msg}") from None
 
 
 def check_input(x: Any, dims: list[int | None], name: str) -> np.ndarray:
