@@ -28,7 +28,9 @@ channel, is the box ``[low, high]`` that the Z^B rule of ``lrp``/``clrp``/``sglr
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +40,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .paths import read_bounded
 
 __all__ = [
+    "HIGH_DEPTH_MODES",
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
     "PRESETS",
     "RESAMPLE",
     "Preprocess",
@@ -52,6 +58,7 @@ __all__ = [
     "load_image",
     "load_images",
     "load_rgb",
+    "load_sample",
     "parse_floats",
     "preprocess",
     "region_mask",
@@ -154,34 +161,130 @@ class Preprocess:
         return (self.channels, h, w) if self.layout == "NCHW" else (h, w, self.channels)
 
 
+#: An image file larger than this is not read (bytes).
+MAX_IMAGE_BYTES = 1 << 30
+#: An image with more pixels than this is refused before it is decoded (Pillow's own warning threshold).
+MAX_IMAGE_PIXELS = 89_478_485
+#: Modes with more than 8 bits per sample: read as floats, scaled to 0..255 (see :func:`_high_depth_grey`).
+HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+
 def _open(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file, apply its EXIF orientation, and load it; errors become :class:`InputError`."""
+    """Open an image file, apply its EXIF orientation, and load it; errors become :class:`InputError`.
+
+    Only a regular file of at most :data:`MAX_IMAGE_BYTES` is read (a pipe, ``/dev/zero``, a
+    socket or a symlink loop is refused before any byte is read), in one bounded read, so a
+    file that changes while it is read is refused or decoded whole, never half. An image of
+    more than :data:`MAX_IMAGE_PIXELS` pixels (or with no pixels) is refused before it is
+    decoded; Pillow bounds the text and colour-profile chunks it decompresses.
+    """
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise InputError(f"no such file: {p}")
     if p.is_dir():
         raise InputError(f"{p} is a directory, not an image")
+    data = read_bounded(p, "cannot read image", MAX_IMAGE_BYTES, InputError)
     try:
-        with Image.open(p) as im:
-            im.load()
-            return ImageOps.exif_transpose(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w < 1 or h < 1:
+                    raise InputError(f"cannot read image {p}: it has no pixels ({w}x{h})")
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise InputError(f"cannot read image {p}: {w}x{h} pixels is more than the limit of "
+                                     f"{MAX_IMAGE_PIXELS}")
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except InputError:
+        raise
     except UnidentifiedImageError:
         raise InputError(f"cannot read image {p}: not an image format PIL knows") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"cannot read image {p}: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
-        raise InputError(f"cannot read image {p}: {exc}") from None
+    except MemoryError:
+        raise InputError(f"cannot read image {p}: not enough memory to decode it") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make a decoder raise anything
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"cannot read image {p}: {text}") from None
+
+
+def _high_depth_grey(im: Image.Image) -> np.ndarray:
+    """A high-bit-depth grey image as float32 values in 0..255.
+
+    16-bit (``I;16``, ``I;16B``, …) and 32-bit integer (``I``) images are taken as 0..65535
+    and divided by 257 (so 65535 is 255, and 257·v is v); ``I`` values outside 0..65535 are
+    clipped. Float images (``F``) are taken as 0..1 when their largest value is at most 1
+    (then multiplied by 255), else as 0..255; values are clipped to 0..255. A NaN or
+    infinite pixel is an :class:`InputError`.
+    """
+    a = np.asarray(im)
+    if im.mode == "F":
+        a = a.astype(np.float32)
+        if not np.all(np.isfinite(a)):
+            raise InputError("the image has NaN or infinite pixel values")
+        if a.size and float(a.max()) <= 1.0:
+            a = a * np.float32(255.0)
+        return np.clip(a, 0.0, 255.0).astype(np.float32)
+    return (np.clip(a.astype(np.float64), 0, 65535) / 257.0).astype(np.float32)
+
+
+def _to_8bit(im: Image.Image, mode: str) -> Image.Image:
+    """An 8-bit image converted to ``mode`` (``RGB`` or ``L``): alpha is dropped, palettes expanded, CMYK converted."""
+    if im.mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts these only via RGBA
+        im = im.convert("RGBA")
+    with warnings.catch_warnings():  # palette transparency in bytes: irrelevant once alpha is dropped
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return im.convert(mode)
+        except ValueError as exc:
+            raise InputError(f"cannot convert an image of mode {im.mode} to {mode}: {exc}") from None
+
+
+def _pixels(im: Image.Image, channels: int, size: tuple[int, int] | None, resample: str) -> np.ndarray:
+    """The pixels as float32 ``(H, W, channels)`` in 0..255, resized to ``size = (height, width)`` if given.
+
+    8-bit images are converted by Pillow (``RGB`` or ``L``) and resized as 8-bit images;
+    high-bit-depth images (:data:`HIGH_DEPTH_MODES`) are scaled to 0..255 as floats
+    (:func:`_high_depth_grey`), resized as floats and clipped to 0..255, so that a 16-bit or
+    float version of a picture gives the model what its 8-bit version gives.
+    """
+    if im.mode in HIGH_DEPTH_MODES:
+        grey = Image.fromarray(_high_depth_grey(im), mode="F")
+        if size is not None and grey.size != (size[1], size[0]):
+            grey = grey.resize((int(size[1]), int(size[0])), RESAMPLE[resample])
+        g = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 255.0)[..., None]
+        return g if channels == 1 else np.repeat(g, 3, axis=2)
+    im = _to_8bit(im, "L" if channels == 1 else "RGB")
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((int(size[1]), int(size[0])), RESAMPLE[resample])
+    px = np.asarray(im, dtype=np.float32)
+    return px[..., None] if channels == 1 else px
 
 
 def load_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None,
              resample: str = "bicubic") -> np.ndarray:
-    """The photo as an ``(H, W, 3)`` uint8 RGB array, resized to ``size = (height, width)`` if given."""
+    """The photo as an ``(H, W, 3)`` uint8 RGB array, resized to ``size = (height, width)`` if given.
+
+    High-bit-depth images are scaled to 8 bits as :func:`load_image` scales them (rounded).
+    """
     if resample not in RESAMPLE:
         raise InputError(f"unknown resize filter {resample!r}; choose from {', '.join(RESAMPLE)}")
-    im = _open(path).convert("RGB")
-    if size is not None:
-        im = im.resize((int(size[1]), int(size[0])), RESAMPLE[resample])
-    return np.asarray(im, dtype=np.uint8).copy()
+    return _display(_open(path), size, resample)
+
+
+def _display(im: Image.Image, size: tuple[int, int] | None, resample: str) -> np.ndarray:
+    px = _pixels(im, 3, size, resample)
+    return np.clip(np.rint(px), 0, 255).astype(np.uint8)
+
+
+def load_sample(path: str | os.PathLike[str], spec: Preprocess, with_rgb: bool = False,
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One photo, read once: the model input sample (as :func:`preprocess`) and, with ``with_rgb``,
+    the ``(H, W, 3)`` uint8 picture resized to the model's size (as :func:`load_rgb`)."""
+    im = _open(path)
+    x = preprocess(im, spec)
+    return x, (_display(im, spec.size, spec.resample) if with_rgb else None)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -216,16 +319,15 @@ def load_image(
 
 
 def preprocess(image: Image.Image | np.ndarray, spec: Preprocess) -> np.ndarray:
-    """Turn a PIL image (or an ``(H, W, 3)`` uint8 RGB array) into one sample as ``spec`` says."""
+    """Turn a PIL image (or an ``(H, W, 3)`` uint8 RGB array) into one sample as ``spec`` says.
+
+    Any Pillow mode is taken: 8-bit modes (``1``, ``L``, ``P``, ``LA``, ``RGBA``, ``CMYK``, …) are
+    converted by Pillow, alpha dropped; 16-bit and float modes are scaled to 0..255 as floats
+    (see :func:`_pixels`).
+    """
     im = Image.fromarray(np.asarray(image, dtype=np.uint8)) if isinstance(image, np.ndarray) else image
-    im = im.convert("L" if spec.channels == 1 else "RGB")
-    h, w = spec.size
-    if im.size != (w, h):
-        im = im.resize((w, h), RESAMPLE[spec.resample])
-    px = np.asarray(im, dtype=np.float32)
-    if spec.channels == 1:
-        px = px[..., None]
-    elif PRESETS[spec.preset].order == "BGR":
+    px = _pixels(im, spec.channels, spec.size, spec.resample)
+    if spec.channels == 3 and PRESETS[spec.preset].order == "BGR":
         px = px[..., ::-1]
     scale, mean, std = spec.stats()
     x = (px * np.float32(scale) - mean) / std
@@ -279,7 +381,11 @@ def detect_layout(dims: Sequence[int | None], metadata: dict[str, str] | None = 
 def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Image files from files and directories (a directory's image files, sorted, not recursive).
 
-    Raises :class:`~onnxlrp.errors.InputError` for a path that does not exist or a directory
+    A directory contributes its regular files (symlinks to files followed) whose names end in
+    one of :data:`IMAGE_EXTENSIONS`; sub-directories, links to directories, pipes, sockets and
+    broken links in it are skipped, so a link cycle cannot make the walk loop. A file given by
+    name is taken whatever it is; :func:`load_image` refuses what is not a regular file. Raises
+    :class:`~onnxlrp.errors.InputError` for a path that does not exist or a directory
     without images.
     """
     out: list[Path] = []
@@ -292,6 +398,8 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
             out.extend(found)
         elif p.exists():
             out.append(p)
+        elif p.is_symlink():
+            raise InputError(f"{p} is a broken symbolic link or a symlink loop")
         else:
             raise InputError(f"no such file or directory: {p}")
     return out

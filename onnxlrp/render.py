@@ -13,15 +13,19 @@ is not needed): linear between the colours dark blue (0, 0, 0.3), blue (0, 0, 1)
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
     "COLORMAPS",
+    "atomic_open",
     "colormap",
     "grid",
     "heatmap_to_rgb",
@@ -101,11 +105,43 @@ def heatmap_to_rgb(h: np.ndarray, cmap: str = "seismic", scale: float | None = N
     return _colorize(normalize(relevance_map(h, layout), scale, percentile), cmap)
 
 
-def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
-    """Write an ``(H, W, 3)`` (or ``(H, W)``) uint8 array as a PNG; create the folder; return the path."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; when the block ends it replaces ``path`` atomically.
+
+    The temporary file (``.NAME.XXXXXXXX.tmp`` in the same folder, so the rename never crosses
+    file systems) is removed if the block raises (an error, Ctrl-C): a reader never sees a
+    partial file, an interrupted write leaves ``path`` as it was, and two processes writing
+    the same name leave one complete file. The folder is created if needed; the file gets the
+    usual permissions (``0o666`` minus the umask).
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(p, format="PNG")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:200]}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write an ``(H, W, 3)`` (or ``(H, W)``) uint8 array as a PNG atomically (:func:`atomic_open`); return the path."""
+    p = Path(path)
+    img = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+    with atomic_open(p) as fh:
+        img.save(fh, format="PNG")
     return p
 
 

@@ -1,67 +1,69 @@
-"""The ``onnxlrp`` command line: ``explain``, ``info`` and ``methods``.
+"""What the ``onnxlrp`` commands share: option parsing, labels and classes, the model's preprocessing,
+the progress bar, output names and atomic writes.
 
-``onnxlrp explain MODEL IMAGE [IMAGE|DIR ...]`` writes heatmaps (PNG, optionally overlays, raw
-``.npy`` and a grid figure) and prints the top-5 predictions of every image and every file it
-wrote. ``onnxlrp info MODEL`` prints the model's inputs, outputs and layers with the rule each
-layer gets. ``onnxlrp methods`` lists the methods. See ``docs/cli.md``.
-
-Exit status: 0 on success, 2 for a usage error (a bad option or a bad combination of options),
-1 for every other error (a missing or unreadable file, a model that cannot be explained, an
-unknown class, ...). An error is one line on stderr, ``onnxlrp: error: ...``.
+Every command module (``explain``, ``info``, ``methods``, ``evaluate``) imports this module and
+none imports another. Errors: :class:`UsageError` (exit status 2) for a bad option or
+combination of options; any :class:`~onnxlrp.errors.OnnxLrpError` (exit status 1) for the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
+import hashlib
+import math
 import os
 import re
 import sys
 import time
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError, OnnxLrpError
-from .image import (
-    PRESETS,
-    RESAMPLE,
-    Preprocess,
-    detect_layout,
-    expand_inputs,
-    input_range,
-    load_images,
-    load_rgb,
-    parse_floats,
-)
-from .render import COLORMAPS, grid, heatmap_to_rgb, overlay, save_png
-
-__all__ = ["UsageError", "build_parser", "load_labels", "main", "resolve_class", "softmax"]
+from ..errors import InputError, ModelLoadError, OnnxLrpError
+from ..image import PRESETS, RESAMPLE, Preprocess, detect_layout, input_range, parse_floats
+from ..paths import confined, read_bounded
+from ..render import atomic_open
 
 PROG = "onnxlrp"
 DEFAULT_METHOD = "sglrp"
 DEFAULT_OUTPUT = "onnxlrp-out"
 TOP_PRINTED = 5
 GRID_MIN_PANEL = 160  # grid panels of small models are enlarged to at least this many pixels
+MAX_LABEL_BYTES = 16 * 2**20  # a label file larger than this is refused (ImageNet's is 10 kB)
+MAX_SAMPLE_BYTES = 2**30  # one preprocessed sample (float32) larger than this is refused before any image is read
+EXPLAIN_FACTOR = 32  # an explanation needs at least this many times one sample's input in memory
+MAX_NAME_BYTES = 255  # longest file name (UTF-8 bytes) the common file systems take
+STEM_BYTES = 120  # an input's part of an output file name, at most (UTF-8 bytes)
+CLASS_BYTES = 60  # a class name's part of an output file name, at most
 
 
 class UsageError(Exception):
     """A bad option or combination of options: exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, ``onnxlrp: error: ...``, and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
-# --------------------------------------------------------------------------------------- helpers
+def warn(message: str) -> None:
+    """Print ``onnxlrp: warning: MESSAGE`` on stderr."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def report_error(message: str) -> None:
+    """Print ``onnxlrp: error: MESSAGE`` on stderr (one line: line breaks become spaces)."""
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------- numbers
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -71,18 +73,131 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def load_labels(path: str | os.PathLike[str]) -> list[str]:
+def number(cast: type, ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``cast(text)`` accepted when ``ok(value)``, else "expected <what>".
+
+    Floats must be finite (``nan``, ``inf`` are refused whatever ``ok`` says).
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            v = cast(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if (isinstance(v, float) and not math.isfinite(v)) or not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    return parse
+
+
+positive_int = number(int, lambda v: v >= 1, "a positive integer")
+parse_percentile = number(float, lambda v: 0 < v <= 100, "a percentile in (0, 100]")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``S`` or ``HxW`` (also ``H,W``) as ``(height, width)``, positive integers."""
+    m = re.fullmatch(r"\s*(\d{1,9})\s*(?:[xX,]\s*(\d{1,9})\s*)?", text)
+    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH (positive integers), got {text!r}")
+    h = int(m.group(1))
+    return (h, int(m.group(2)) if m.group(2) is not None else h)
+
+
+def parse_floats_arg(text: str) -> tuple[float, ...]:
+    """``V[,V,...]``: one or more finite numbers (for ``--mean``, ``--std``, ``--low``, ``--high``)."""
+    try:
+        v = parse_floats(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not v:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    if not all(math.isfinite(x) for x in v):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return v
+
+
+def _bool_text(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("true", "yes", "1", "on"):
+        return True
+    if t in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _int_text(text: str) -> int:
+    """An integer written as ``16``, ``+16`` or ``16.0`` (not ``1e3``: an exponent is a float)."""
+    t = text.strip()
+    if re.fullmatch(r"[+-]?\d+", t):
+        return int(t)
+    if re.fullmatch(r"[+-]?\d+\.0*", t):
+        return int(float(t))
+    raise ValueError(text)
+
+
+_MAX_COUNT = 1_000_000  # n_samples / steps beyond this would run for days (the engine's bound too)
+_INT64_MAX = 2**63 - 1
+
+#: The type and range of every method option the command line passes on: (parse, accepted, expected).
+OPTION_TYPES: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
+    "epsilon": (float, lambda v: v > 0, "a positive number"),
+    "gamma": (float, lambda v: v >= 0, "a number >= 0"),
+    "noise_scale": (float, lambda v: v >= 0, "a number >= 0"),
+    "baseline": (float, lambda v: True, "a number"),
+    "n_samples": (_int_text, lambda v: 1 <= v <= _MAX_COUNT, f"an integer from 1 to {_MAX_COUNT}"),
+    "steps": (_int_text, lambda v: 1 <= v <= _MAX_COUNT, f"an integer from 1 to {_MAX_COUNT}"),
+    "batch_size": (_int_text, lambda v: v >= 1, "a positive integer"),
+    "seed": (_int_text, lambda v: 0 <= v <= _INT64_MAX, "an integer >= 0"),
+    "bias": (_bool_text, lambda v: True, "true or false"),
+    "layer": (str, lambda v: bool(v), "a tensor name"),
+}
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with the value parsed as :data:`OPTION_TYPES` says for ``KEY``.
+
+    A malformed or out-of-range value (``epsilon=abc``, ``epsilon=-1``, ``steps=ten``,
+    ``epsilon=nan``) is an ``ArgumentTypeError`` (exit status 2). A key no method takes is
+    passed through as text; :func:`method_options` refuses it.
+    """
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    key, value = key.strip(), value.strip()
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key not in OPTION_TYPES:
+        return key, value
+    cast, ok, what = OPTION_TYPES[key]
+    try:
+        v = cast(value)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"option {key} must be {what}, got {value!r}") from None
+    if (isinstance(v, float) and not math.isfinite(v)) or not ok(v):
+        raise argparse.ArgumentTypeError(f"option {key} must be {what}, got {value!r}")
+    return key, v
+
+
+# --------------------------------------------------------------------------------------- labels and classes
+
+
+def load_labels(path: str | os.PathLike[str], what: str = "label file",
+                error: type[OnnxLrpError] = InputError) -> list[str]:
     """Class names from a text file, one per line: line ``i`` (0-based) names class ``i``.
 
-    Surrounding whitespace is stripped; trailing empty lines are dropped.
+    Surrounding whitespace is stripped; trailing empty lines are dropped. The file must be a
+    regular file (not a pipe or device) of at most 16 MiB, in UTF-8.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"label file not found: {p}")
+    if not p.exists() and not p.is_symlink():
+        raise error(f"{what} not found: {p}")
+    data = read_bounded(p, what, MAX_LABEL_BYTES, error)
     try:
-        lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read label file {p}: {exc}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"cannot read {what} {p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines
@@ -100,6 +215,9 @@ def resolve_class(spec: str, labels: Sequence[str] | None, source: str = "the la
     if s.lower() == "top":
         return None
     if re.fullmatch(r"[+-]?\d+", s):
+        if len(s) > 18 or int(s) < 0:
+            shown = s if len(s) <= 24 else s[:21] + "..."
+            raise InputError(f"class index {shown} is out of range (classes are numbered 0, 1, ...)")
         return int(s)
     if not labels:
         raise InputError(f"class name {s!r} needs class names: the model names no label file; give --labels FILE "
@@ -111,7 +229,7 @@ def resolve_class(spec: str, labels: Sequence[str] | None, source: str = "the la
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
-        listed = ", ".join(f"{i} ({labels[i]})" for i in hits)
+        listed = ", ".join(f"{i} ({labels[i]})" for i in hits[:10])
         raise InputError(f"class name {s!r} is ambiguous in {source}: {listed}; give the index")
     folded = {name.casefold(): name for name in labels if name}
     close = difflib.get_close_matches(key, list(folded), n=5, cutoff=0.6)
@@ -121,63 +239,318 @@ def resolve_class(spec: str, labels: Sequence[str] | None, source: str = "the la
     raise InputError(f"unknown class name {s!r} (not in {source}, {len(labels)} classes){hint}")
 
 
-def _slug(text: str) -> str:
-    """A file-name-safe version of a class or method name."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._")
-    return s or "class"
+def labels_for(args: argparse.Namespace, ex: Any) -> tuple[list[str] | None, str]:
+    """The class names (``--labels``, else the model's ``onnxlrp.labels`` file) and where they came from.
+
+    The metadata path is untrusted: it must stay inside the model's folder (no absolute path,
+    no ``..`` or symlink that leads out), else :class:`~onnxlrp.errors.ModelLoadError`. A
+    metadata file that does not exist is a warning (classes are shown as indices).
+    """
+    if args.labels:
+        return load_labels(args.labels), str(args.labels)
+    name = ex.metadata.get("onnxlrp.labels")
+    if not name:
+        return None, ""
+    what = "metadata onnxlrp.labels"
+    path = confined(Path(args.model).resolve().parent, name, what, ModelLoadError)
+    if not path.exists():
+        warn(f"the model names the label file {name!r}, but {path} does not exist; classes are shown as indices")
+        return None, ""
+    return load_labels(path, what, ModelLoadError), str(path)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?", text)
-    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH (positive integers), got {text!r}")
-    h = int(m.group(1))
-    return (h, int(m.group(2)) if m.group(2) is not None else h)
+def class_name(index: int, labels: list[str] | None) -> str:
+    """The class's name from the labels, else its index as text."""
+    if labels and 0 <= index < len(labels) and labels[index]:
+        return labels[index]
+    return str(index)
 
 
-def _parse_floats_arg(text: str) -> tuple[float, ...]:
+def class_slug(index: int, labels: list[str] | None) -> str:
+    """The class's part of a file name: its name made safe (``NAME-INDEX`` if the name occurs twice), or its index."""
+    if labels and 0 <= index < len(labels) and labels[index]:
+        name = labels[index]
+        if sum(1 for n in labels if n == name) > 1:
+            return f"{cap_bytes(slug(name), CLASS_BYTES - 8)}-{index}"
+        return cap_bytes(slug(name), CLASS_BYTES)
+    return str(index)
+
+
+# --------------------------------------------------------------------------------------- methods and options
+
+
+def method_list(names: Sequence[str] | None) -> list[str]:
+    """The methods ``--method`` names (repeatable, comma-separated, ``all``), without repeats.
+
+    An unknown or empty name (``-m ''``, ``-m ,``) is a :class:`UsageError`.
+    """
+    from ..methods import list_methods
+
+    chosen: list[str] = []
+    for n in names if names is not None else [DEFAULT_METHOD]:
+        parts = [part.strip() for part in n.split(",")]
+        if not any(parts) or (len(parts) > 1 and not all(parts)):
+            raise UsageError(f"--method {n!r} names no method (an empty name); see '{PROG} methods'")
+        for part in parts:
+            expand = list_methods() if part == "all" else [part]
+            for m in expand:
+                if m not in list_methods():
+                    close = difflib.get_close_matches(m, list_methods(), n=3)
+                    hint = f"; did you mean {', '.join(close)}?" if close else f"; see '{PROG} methods'"
+                    raise UsageError(f"unknown method {m!r}{hint}")
+                if m not in chosen:
+                    chosen.append(m)
+    return chosen
+
+
+def check_option_keys(given: Sequence[tuple[str, Any]] | None) -> None:
+    """Refuse ``--option low=...``/``high=...`` (they have their own options)."""
+    for key, _ in given or []:
+        if key in ("low", "high"):
+            raise UsageError(f"give {key} with --{key}, not --option")
+
+
+def method_options(methods: Sequence[str], given: Sequence[tuple[str, Any]], low_high: tuple[Any, Any],
+                   ) -> dict[str, dict[str, Any]]:
+    """The options of each method: the ``--option``s it takes, and the Z^B box where it takes ``low``/``high``."""
+    from ..methods import METHODS
+
+    extra = dict(given)
+    unused = [k for k in extra if not any(k in METHODS[m].options for m in methods)]
+    if unused:
+        raise UsageError(f"no chosen method takes option(s) {', '.join(unused)}")
+    out: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        opts = {k: v for k, v in extra.items() if k in METHODS[m].options}
+        if "low" in METHODS[m].options:
+            opts["low"], opts["high"] = low_high
+        out[m] = opts
+    return out
+
+
+def _channel_values(values: tuple[float, ...] | None, spec: Preprocess, name: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    if len(values) not in (1, spec.channels):
+        raise UsageError(f"--{name} takes 1 or {spec.channels} values, not {len(values)}")
+    return np.broadcast_to(np.asarray(values, dtype=np.float32), (spec.channels,)).reshape(spec.channel_shape())
+
+
+def z_box(args: argparse.Namespace, spec: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """The Z^B box: ``--low``/``--high`` where given, else the preprocessing's true input range."""
+    lo, hi = input_range(spec)
+    low = _channel_values(args.low, spec, "low")
+    high = _channel_values(args.high, spec, "high")
+    box = (lo if low is None else low, hi if high is None else high)
+    if not (np.all(np.isfinite(box[0])) and np.all(np.isfinite(box[1]))):
+        raise UsageError("--low and --high must be finite numbers (in float32)")
+    if np.any(np.broadcast_to(box[0], spec.channel_shape()) > np.broadcast_to(box[1], spec.channel_shape())):
+        raise UsageError("--low must not exceed --high")
+    return box
+
+
+# --------------------------------------------------------------------------------------- the model
+
+
+def first_transpose_perm(ex: Any) -> list[int] | None:
+    """The perm of a Transpose applied directly to the model input, if there is one."""
+    for node in ex.prepared.model.graph.node:
+        if node.op_type == "Transpose" and ex.input_name in node.input:
+            for a in node.attribute:
+                if a.name == "perm":
+                    return list(a.ints)
+    return None
+
+
+def load_explainer(args: argparse.Namespace) -> Any:
+    """The :class:`~onnxlrp.Explainer` of ``args.model`` on ``args.device``."""
+    from ..explainer import Explainer
+
+    return Explainer(args.model, device=args.device, output=getattr(args, "output_name", None),
+                     threads=getattr(args, "threads", None))
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None where the system does not say."""
     try:
-        v = parse_floats(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not v:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return v
+        pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return int(pages) * int(page) if pages > 0 and page > 0 else None
 
 
-def number(cast: type, ok: Any, what: str) -> Any:
-    """An argparse ``type=``: ``cast(text)`` accepted when ``ok(value)``, else "expected <what>"."""
+def check_size(spec: Preprocess) -> None:
+    """Refuse an input size whose explanation cannot fit in memory, before any image is read.
 
-    def parse(text: str) -> Any:
-        try:
-            v = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
+    One preprocessed sample takes ``C·H·W·4`` bytes (float32); the decoded photo resized to it
+    about as much again. Refused (:class:`~onnxlrp.errors.InputError`) when one sample is
+    larger than 1 GiB, or when ``EXPLAIN_FACTOR`` (32) times it exceeds the machine's
+    physical memory.
+    """
+    h, w = spec.size
+    sample = spec.channels * h * w * 4
+    memory = physical_memory()
+    need = EXPLAIN_FACTOR * sample
+    if sample > MAX_SAMPLE_BYTES or (memory is not None and need > memory):
+        limit = f"the limit is {_gib(MAX_SAMPLE_BYTES)} per sample"
+        if memory is not None:
+            limit += f" and {EXPLAIN_FACTOR}x a sample within this machine's {_gib(memory)} of memory"
+        raise InputError(f"input size {h}x{w} ({spec.channels} channels) needs {_gib(sample)} per preprocessed "
+                         f"sample and about {_gib(need)} to explain it; {limit}: give a smaller --size")
 
-    return parse
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**28 else f"{n / 2**20:.3g} MiB"
 
 
-_parse_percentile = number(float, lambda v: 0 < v <= 100, "a percentile in (0, 100]")
+def model_spec(args: argparse.Namespace, ex: Any) -> Preprocess:
+    """Preprocessing from the options, else from the model's metadata and input shape (size bound checked)."""
+    meta = ex.metadata
+    dims = ex.input_shape
+    if len(dims) != 4:
+        raise InputError(f"the model's input {ex.input_name!r} has {len(dims)} axes "
+                         f"({dims}); image models take 4 (N, C, H, W or N, H, W, C)")
+    layout = args.layout or detect_layout(dims, meta, first_transpose_perm(ex))
+    c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
+    if args.size is not None:
+        size = args.size
+        if (h is not None and h != size[0]) or (w is not None and w != size[1]):
+            raise InputError(f"--size {size[0]}x{size[1]} does not fit the model's input {dims} ({layout})")
+    elif h is not None and w is not None:
+        size = (int(h), int(w))
+    else:
+        raise InputError(f"the model's input {dims} has no fixed image size; give --size")
+    channels = 3 if c is None else int(c)
+    if channels not in (1, 3):
+        raise InputError(f"the model's input has {channels} channels ({layout} {dims}); "
+                         "images give 1 (grey) or 3 (colour); is --layout right?")
+    preset = args.preset or meta.get("onnxlrp.preprocess") or "imagenet"
+    if preset not in PRESETS:
+        raise InputError(f"the model's metadata asks for preprocessing {preset!r}, which onnxlrp does not know "
+                         f"({', '.join(PRESETS)}); give --preset")
+    resample = args.resample or meta.get("onnxlrp.resample") or "bicubic"
+    if resample not in RESAMPLE:
+        raise InputError(f"the model's metadata asks for resize filter {resample!r}, which onnxlrp does not know "
+                         f"({', '.join(RESAMPLE)}); give --resample")
+    spec = Preprocess(preset, size, layout, resample, channels, args.mean, args.std)
+    check_size(spec)
+    return spec
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    key = key.strip()
-    v: Any = value.strip()
-    if v.lower() in ("true", "false"):
-        return key, v.lower() == "true"
-    for cast in (int, float):
-        try:
-            v = cast(v)
-            break
-        except ValueError:
-            continue
-    return key, v
+# --------------------------------------------------------------------------------------- output names
+
+
+def slug(text: str, fallback: str = "class") -> str:
+    """A file-name-safe version of a name: letters and digits (any script, NFC), ``.``, ``_``, ``-``.
+
+    Everything else (path separators, spaces, control characters) becomes ``_``; leading and
+    trailing dots and underscores are removed, so ``..`` or ``a/../b`` cannot leave a folder.
+    An empty result is ``fallback``.
+    """
+    s = unicodedata.normalize("NFC", text)
+    s = re.sub(r"[^\w.-]+", "_", s.strip()).strip("._")
+    return s or fallback
+
+
+def cap_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes; a cut name ends in ``~`` and 8 hex digits of its hash."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    digest = hashlib.sha1(raw).hexdigest()[:8]
+    head = raw[: max(limit - 9, 1)].decode("utf-8", errors="ignore")
+    return f"{head}~{digest}"
+
+
+def name_key(name: str) -> str:
+    """The key under which two file names are the same on a case-insensitive, normalising file system."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """One output stem per input, unique in the run even on a case-insensitive file system.
+
+    The stem is the input's file name without its extension, made safe (:func:`slug`) and cut
+    to ``STEM_BYTES`` bytes. The first input with a stem keeps it; a later one with the same
+    stem (ignoring case) gets ``STEM-2``, ``STEM-3``, … — the first number that is no other
+    input's stem either (``a/photo.jpg``, ``b/photo.jpg``, ``c/photo-2.jpg`` give ``photo``,
+    ``photo-3``, ``photo-2``).
+    """
+    bases = [cap_bytes(slug(p.stem, "image"), STEM_BYTES) for p in paths]
+    taken_by_base = {name_key(b) for b in bases}
+    used: set[str] = set()
+    out: list[str] = []
+    for b in bases:
+        name = b
+        if name_key(name) in used:
+            k = 2
+            while True:
+                name = f"{b}-{k}"
+                key = name_key(name)
+                if key not in used and key not in taken_by_base:
+                    break
+                k += 1
+        used.add(name_key(name))
+        out.append(name)
+    return out
+
+
+class OutputNames:
+    """The files of one run in one folder: each name is handed out once (ignoring case).
+
+    ``claim("photo_lrp_zebra", ".png")`` returns ``FOLDER/photo_lrp_zebra.png``, or, if a file
+    of that name (ignoring case) was already handed out in this run, ``…-2.png``. Names are
+    cut to 255 UTF-8 bytes with their suffix, and always lie directly in ``folder``.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.used: set[str] = set()
+
+    def claim(self, base: str, suffix: str) -> Path:
+        """A file ``folder/base+suffix`` not handed out before in this run (see the class docstring)."""
+        base = slug(base, "file")
+        room = MAX_NAME_BYTES - len(suffix.encode("utf-8")) - 8  # room for "-NNNNNN"
+        base = cap_bytes(base, room)
+        name = base + suffix
+        k = 2
+        while name_key(name) in self.used:
+            name = f"{base}-{k}{suffix}"
+            k += 1
+        self.used.add(name_key(name))
+        path = self.folder / name
+        if path.parent != self.folder or os.sep in name or (os.altsep and os.altsep in name):
+            raise AssertionError(f"output name {name!r} leaves the output folder")  # slug() makes this impossible
+        return path
+
+
+# --------------------------------------------------------------------------------------- atomic writes
+
+
+def save_npy(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` as a ``.npy`` file, atomically; return the path."""
+    with atomic_open(path) as fh:
+        np.save(fh, array)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write UTF-8 text, atomically; return the path."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    return path
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Write a CSV file (a header row, then ``rows``), atomically; return the path."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(header)
+        wr.writerows(rows)
+    return path
+
+
+# --------------------------------------------------------------------------------------- progress
 
 
 class Progress:
@@ -249,540 +622,16 @@ class Progress:
             self._shown = False
 
 
-def _warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
-
-
-def _first_transpose_perm(ex: Any) -> list[int] | None:
-    """The perm of a Transpose applied directly to the model input, if there is one."""
-    for node in ex.prepared.model.graph.node:
-        if node.op_type == "Transpose" and ex.input_name in node.input:
-            for a in node.attribute:
-                if a.name == "perm":
-                    return list(a.ints)
-    return None
-
-
-def _load_explainer(args: argparse.Namespace) -> Any:
-    from .explainer import Explainer
-
-    return Explainer(args.model, device=args.device, output=getattr(args, "output_name", None),
-                     threads=getattr(args, "threads", None))
-
-
-# --------------------------------------------------------------------------------------- explain
-
-
-@dataclass
-class _Job:
-    """Everything the explain loop needs, resolved from the options and the model."""
-
-    spec: Preprocess
-    labels: list[str] | None
-    methods: list[str]
-    targets: list[int | None]  # None = the predicted class
-    top_k: int | None
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
-    out_dir: Path | None = None
-    out_file: Path | None = None
-
-
-def _model_spec(args: argparse.Namespace, ex: Any) -> Preprocess:
-    """Preprocessing from the options, else from the model's metadata and input shape."""
-    meta = ex.metadata
-    dims = ex.input_shape
-    if len(dims) != 4:
-        raise InputError(f"the model's input {ex.input_name!r} has {len(dims)} axes "
-                         f"({dims}); image models take 4 (N, C, H, W or N, H, W, C)")
-    layout = args.layout or detect_layout(dims, meta, _first_transpose_perm(ex))
-    c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
-    if args.size is not None:
-        size = args.size
-        if (h is not None and h != size[0]) or (w is not None and w != size[1]):
-            raise InputError(f"--size {size[0]}x{size[1]} does not fit the model's input {dims} ({layout})")
-    elif h is not None and w is not None:
-        size = (int(h), int(w))
-    else:
-        raise InputError(f"the model's input {dims} has no fixed image size; give --size")
-    channels = 3 if c is None else int(c)
-    if channels not in (1, 3):
-        raise InputError(f"the model's input has {channels} channels ({layout} {dims}); "
-                         "images give 1 (grey) or 3 (colour); is --layout right?")
-    preset = args.preset or meta.get("onnxlrp.preprocess") or "imagenet"
-    if preset not in PRESETS:
-        raise InputError(f"the model's metadata asks for preprocessing {preset!r}, which onnxlrp does not know "
-                         f"({', '.join(PRESETS)}); give --preset")
-    resample = args.resample or meta.get("onnxlrp.resample") or "bicubic"
-    if resample not in RESAMPLE:
-        raise InputError(f"the model's metadata asks for resize filter {resample!r}, which onnxlrp does not know "
-                         f"({', '.join(RESAMPLE)}); give --resample")
-    return Preprocess(preset, size, layout, resample, channels, args.mean, args.std)
-
-
-def _labels_for(args: argparse.Namespace, ex: Any) -> tuple[list[str] | None, str]:
-    if args.labels:
-        return load_labels(args.labels), str(args.labels)
-    name = ex.metadata.get("onnxlrp.labels")
-    if not name:
-        return None, ""
-    path = Path(args.model).resolve().parent / name
-    if not path.is_file():
-        _warn(f"the model names the label file {name!r}, but {path} does not exist; classes are shown as indices")
-        return None, ""
-    return load_labels(path), str(path)
-
-
-def _method_list(names: Sequence[str] | None) -> list[str]:
-    from .methods import list_methods
-
-    chosen: list[str] = []
-    for n in names or [DEFAULT_METHOD]:
-        for part in n.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            expand = list_methods() if part == "all" else [part]
-            for m in expand:
-                if m not in list_methods():
-                    close = difflib.get_close_matches(m, list_methods(), n=3)
-                    hint = f"; did you mean {', '.join(close)}?" if close else f"; see '{PROG} methods'"
-                    raise UsageError(f"unknown method {m!r}{hint}")
-                if m not in chosen:
-                    chosen.append(m)
-    return chosen
-
-
-def z_box(args: argparse.Namespace, spec: Preprocess) -> tuple[np.ndarray, np.ndarray]:
-    """The Z^B box: ``--low``/``--high`` where given, else the preprocessing's true input range."""
-    lo, hi = input_range(spec)
-    low = _channel_values(args.low, spec, "low")
-    high = _channel_values(args.high, spec, "high")
-    box = (lo if low is None else low, hi if high is None else high)
-    if np.any(np.broadcast_to(box[0], spec.channel_shape()) > np.broadcast_to(box[1], spec.channel_shape())):
-        raise UsageError("--low must not exceed --high")
-    return box
-
-
-def _method_options(methods: Sequence[str], given: Sequence[tuple[str, Any]], low_high: tuple[Any, Any],
-                    ) -> dict[str, dict[str, Any]]:
-    from .methods import METHODS
-
-    extra = dict(given)
-    unused = [k for k in extra if not any(k in METHODS[m].options for m in methods)]
-    if unused:
-        raise UsageError(f"no chosen method takes option(s) {', '.join(unused)}")
-    out: dict[str, dict[str, Any]] = {}
-    for m in methods:
-        opts = {k: v for k, v in extra.items() if k in METHODS[m].options}
-        if "low" in METHODS[m].options:
-            opts["low"], opts["high"] = low_high
-        out[m] = opts
-    return out
-
-
-def _channel_values(values: tuple[float, ...] | None, spec: Preprocess, name: str) -> np.ndarray | None:
-    if values is None:
-        return None
-    if len(values) not in (1, spec.channels):
-        raise UsageError(f"--{name} takes 1 or {spec.channels} values, not {len(values)}")
-    return np.broadcast_to(np.asarray(values, dtype=np.float32), (spec.channels,)).reshape(spec.channel_shape())
-
-
-def _output_target(args: argparse.Namespace, n_images: int, n_methods: int, n_targets: int) -> tuple[Path | None,
-                                                                                                    Path | None]:
-    out = Path(args.output) if args.output else Path(DEFAULT_OUTPUT)
-    if out.suffix.lower() == ".png" and not out.is_dir():
-        if n_images * n_methods * n_targets != 1:
-            raise UsageError(f"--output {out} is a file, but this run writes "
-                             f"{n_images} image(s) x {n_methods} method(s) x {n_targets} class(es); "
-                             "give a directory")
-        return None, out
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {out} exists and is not a directory (a single heatmap file must end in .png)")
-    return out, None
-
-
-def _class_name(index: int, labels: list[str] | None) -> str:
-    if labels and 0 <= index < len(labels) and labels[index]:
-        return labels[index]
-    return str(index)
-
-
-def _class_slug(index: int, labels: list[str] | None) -> str:
-    if labels and 0 <= index < len(labels) and labels[index]:
-        name = labels[index]
-        if sum(1 for n in labels if n == name) > 1:
-            return f"{_slug(name)}-{index}"
-        return _slug(name)
-    return str(index)
-
-
-def _stems(paths: Sequence[Path]) -> list[str]:
-    """File-name stems for the inputs, made unique (``photo``, ``photo-2``, ...)."""
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        s = _slug(p.stem)
-        seen[s] = seen.get(s, 0) + 1
-        out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
-    return out
-
-
-def _cmd_explain(args: argparse.Namespace) -> int:
-    methods = _method_list(args.method)
-    if args.top_k is not None and args.target:
-        raise UsageError("give either --target or --top-k, not both")
-    if args.top_k is not None and args.top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    target_specs = args.target or ["top"]
-    n_targets = args.top_k if args.top_k is not None else len(target_specs)
-    for opt in args.option or []:
-        if opt[0] in ("low", "high"):
-            raise UsageError(f"give {opt[0]} with --{opt[0]}, not --option")
-    paths = expand_inputs(args.images)
-    out_dir, out_file = _output_target(args, len(paths), len(methods), n_targets)
-
-    ex = _load_explainer(args)
-    spec = _model_spec(args, ex)
-    labels, label_source = _labels_for(args, ex)
-    targets = [resolve_class(t, labels, label_source or "the label file") for t in target_specs]
-    options = _method_options(methods, args.option or [], z_box(args, spec))
-
-    mean_std = ""
-    if args.mean is not None or args.std is not None:
-        _, m, s = spec.stats()
-        mean_std = f", mean {m.round(4).tolist()}, std {s.round(4).tolist()}"
-    h, w = spec.size
-    print(f"model {args.model}: input {ex.input_name} {spec.layout} {spec.channels}x{h}x{w}, "
-          f"preset {spec.preset}{mean_std}, resample {spec.resample}, device {ex.device}")
-
-    job = _Job(spec, labels, methods, targets, args.top_k, options, out_dir, out_file)
-    show = bool(args.progress) or (args.progress is None and sys.stderr.isatty())
-    progress = Progress(len(paths), show)
-    try:
-        _run_batches(args, ex, job, paths, progress)
-    finally:
-        progress.close()
-    return 0
-
-
-def _targets_for(job: _Job, logits: np.ndarray) -> np.ndarray:
-    """``(T, N)`` class indices for a batch."""
-    order = np.argsort(-logits, axis=1, kind="stable")
-    if job.top_k is not None:
-        if job.top_k > logits.shape[1]:
-            raise InputError(f"--top-k {job.top_k} is more than the model's {logits.shape[1]} classes")
-        return order[:, : job.top_k].T.copy()
-    rows = [order[:, 0] if t is None else np.full(logits.shape[0], t) for t in job.targets]
-    return np.stack(rows).astype(np.int64)
-
-
-def _run_batches(args: argparse.Namespace, ex: Any, job: _Job, paths: list[Path], progress: Progress) -> None:
-    spec = job.spec
-    stems = _stems(paths)
-    step = ex.fixed_batch or args.batch_size
-    n_methods = len(job.methods)
-    make_grid = n_methods > 1 or args.grid
-    for start in range(0, len(paths), step):
-        batch = paths[start : start + step]
-        x = load_images(batch, spec)
-        n = len(batch)
-        if ex.fixed_batch and n < ex.fixed_batch:  # pad a fixed-batch model's last batch
-            x = np.concatenate([x, np.repeat(x[-1:], ex.fixed_batch - n, axis=0)])
-        logits = ex.predict(x)
-        num_classes = logits.shape[1]
-        if job.labels is not None and len(job.labels) != num_classes and start == 0:
-            _warn(f"the label file has {len(job.labels)} names but the model has {num_classes} classes")
-        tg = _targets_for(job, logits)
-        bad = tg[(tg < 0) | (tg >= num_classes)]
-        if bad.size:
-            raise InputError(f"class index {int(bad[0])} is out of range: the model has {num_classes} classes "
-                             f"(0..{num_classes - 1})")
-        heats: dict[str, np.ndarray] = {}
-        for mi, m in enumerate(job.methods):
-            heats[m] = np.asarray(ex.explain(x, targets=tg, method=m, relu=args.relu, **job.options[m]))[:, :n]
-            progress.update(start + n * (mi + 1) / n_methods)
-        probs = softmax(logits[:n])
-        progress.clear()
-        for i, path in enumerate(batch):
-            _write_sample(args, job, path, stems[start + i], probs[i], tg[:, i], {m: h[:, i] for m, h in heats.items()},
-                          make_grid)
-        sys.stdout.flush()
-        progress.update(start + n)
-
-
-def _write_sample(args: argparse.Namespace, job: _Job, path: Path, stem: str, probs: np.ndarray, classes: np.ndarray,
-                  heats: dict[str, np.ndarray], make_grid: bool) -> None:
-    """Print one image's predictions and write its files."""
-    spec = job.spec
-    print(path)
-    k = min(TOP_PRINTED, probs.shape[0])
-    for rank, c in enumerate(np.argsort(-probs, kind="stable")[:k], start=1):
-        print(f"  {rank}. {c:5d}  {_class_name(int(c), job.labels):<30s} {probs[c]:.4f}")
-    photo = load_rgb(path, spec.size, spec.resample) if (args.overlay or make_grid) else None
-    written: list[Path] = []
-    for ti, c in enumerate(int(v) for v in classes):
-        cslug = _class_slug(c, job.labels)
-        panels: list[np.ndarray] = []
-        for m, h in heats.items():
-            sample = h[ti]
-            if job.out_file is not None:
-                png = job.out_file
-                base = png.with_suffix("")
-            else:
-                assert job.out_dir is not None
-                base = job.out_dir / f"{stem}_{m}_{cslug}"
-                png = base.with_name(base.name + ".png")
-            rgb = heatmap_to_rgb(sample, args.cmap, layout=spec.layout, percentile=args.clip_percentile)
-            written.append(save_png(png, rgb))
-            if args.overlay:
-                assert photo is not None
-                written.append(save_png(base.with_name(base.name + "_overlay.png"),
-                                        overlay(photo, sample, cmap=args.cmap, layout=spec.layout,
-                                                percentile=args.clip_percentile)))
-            if args.save_npy:
-                npy = base.with_name(base.name + ".npy")
-                np.save(npy, np.asarray(sample, dtype=np.float32))
-                written.append(npy)
-            panels.append(rgb)
-        if make_grid and job.out_dir is not None:
-            assert photo is not None
-            title = f"{_class_name(c, job.labels)} ({probs[c]:.2f})"
-            columns = args.grid_columns or _default_columns(len(panels) + 1)
-            img = grid([photo, *panels], [title, *heats], columns=columns, min_size=GRID_MIN_PANEL)
-            written.append(save_png(job.out_dir / f"{stem}_grid_{cslug}.png", img))
-    for p in written:
-        print(f"  wrote {p}")
-
-
-def _default_columns(n: int) -> int:
-    return n if n <= 8 else 7
-
-
-# --------------------------------------------------------------------------------------- info
-
-
-def _shape_text(value_info: Any) -> str:
-    import onnx
-
-    t = value_info.type.tensor_type
-    if not value_info.type.HasField("tensor_type"):
-        return "(not a tensor)"
-    try:
-        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
-    except (KeyError, ValueError, TypeError):
-        dtype = onnx.TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type else "?"
-    if not t.HasField("shape"):
-        return f"{dtype} (shape unknown)"
-    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-    return f"{dtype} [{', '.join(dims)}]"
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    from collections import Counter
-
-    from .errors import UnsupportedModelError
-    from .graph import load_model
-    from .methods import METHODS
-
-    if args.method not in METHODS:
-        close = difflib.get_close_matches(args.method, list(METHODS), n=3)
-        raise UsageError(f"unknown method {args.method!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    model = load_model(args.model)
-    g = model.graph
-    inits = {t.name for t in g.initializer}
-    opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
-    print(f"model {args.model}")
-    producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown"
-    print(f"  opset {opset}, producer {producer}, {len(g.node)} nodes")
-    ops = Counter(n.op_type for n in g.node)
-    print("  ops: " + ", ".join(f"{op} {k}" for op, k in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))))
-    print("inputs:")
-    for i in g.input:
-        if i.name not in inits:
-            print(f"  {i.name}: {_shape_text(i)}")
-    print("outputs:")
-    for o in g.output:
-        print(f"  {o.name}: {_shape_text(o)}")
-    if model.metadata_props:
-        print("metadata:")
-        for p in model.metadata_props:
-            print(f"  {p.key} = {p.value}")
-    try:
-        ex = _load_explainer(args)
-        shape = None
-        if args.size is not None:
-            dims = ex.input_shape
-            layout = args.layout or detect_layout(dims, ex.metadata, _first_transpose_perm(ex))
-            c = dims[1] if layout == "NCHW" else dims[-1]
-            c = 3 if c is None else c
-            h, w = args.size
-            shape = (ex.fixed_batch or 1, c, h, w) if layout == "NCHW" else (ex.fixed_batch or 1, h, w, c)
-        layers = ex.layers(method=args.method, shape=shape)
-    except UnsupportedModelError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    stripped = f" (a trailing {ex.prepared.softmax_stripped} removed)" if ex.prepared.softmax_stripped else ""
-    layout = args.layout or detect_layout(ex.input_shape, ex.metadata, _first_transpose_perm(ex))
-    print(f"explained: {ex.input_name} ({layout}) -> {ex.output_name}{stripped}, {ex.num_classes} classes")
-    m = METHODS[args.method]
-    has_rules = any("rule" in row for row in layers)
-    note = f"with the rules of method {args.method!r}" if has_rules else \
-        f"(method {args.method!r} is a {m.family} method: no per-layer rules)"
-    print(f"layers ({len(layers)}) {note}:")
-    cols = ["name", "op", "layer", "output"] + (["rule"] if has_rules else [])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in layers)) for c in cols}
-    print("  " + "  ".join(c.ljust(widths[c]) for c in cols).rstrip())
-    for r in layers:
-        print("  " + "  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols).rstrip())
-    return 0
-
-
-# --------------------------------------------------------------------------------------- methods
-
-
-def _cmd_methods(args: argparse.Namespace) -> int:
-    from .methods import METHODS, list_methods
-
-    names = list_methods()
-    width = max(len(n) for n in names)
-    for n in names:
-        m = METHODS[n]
-        opts = f"  [options: {', '.join(m.options)}]" if m.options else ""
-        print(f"{n.ljust(width)}  {m.family:<8s}  {m.summary}{opts}")
-    return 0
-
-
-# --------------------------------------------------------------------------------------- parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``onnxlrp`` argument parser with its subcommands."""
-    parser = _Parser(prog=PROG, description="Explain ONNX image classifiers with LRP, SGLRP and related methods.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    fmt = argparse.RawDescriptionHelpFormatter
-    ex = sub.add_parser(
-        "explain", help="write heatmaps for images", formatter_class=fmt,
-        description="Explain a model's decision on images: write a heatmap per image, method and class, and print "
-                    "the top-5 predictions.",
-        epilog="examples:\n"
-               "  onnxlrp explain model.onnx photo.jpg --target zebra\n"
-               "  onnxlrp explain model.onnx photos/ --method lrp --method sglrp --top-k 2 --overlay\n"
-               "  onnxlrp explain model.onnx photo.jpg --method all --output figure/\n"
-               "  onnxlrp explain model.onnx photo.jpg --method sglrp --output heatmap.png")
-    ex.add_argument("model", help="the ONNX model file")
-    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
-    g = ex.add_argument_group("what to explain")
-    g.add_argument("-m", "--method", action="append", metavar="NAME",
-                   help=f"method (repeatable, or comma-separated; 'all' = every method; default {DEFAULT_METHOD}); "
-                        f"see '{PROG} methods'")
-    g.add_argument("-t", "--target", action="append", metavar="CLASS",
-                   help="class to explain: an index, a name from the label file (case-insensitive), or 'top' "
-                        "(the predicted class, the default); repeatable")
-    g.add_argument("-k", "--top-k", type=int, metavar="K", help="explain the K best classes of each image")
-    g.add_argument("--relu", action="store_true", help="keep only positive relevance")
-    g.add_argument("--low", type=_parse_floats_arg, metavar="V[,V,V]",
-                   help="lower end of the input box for Z^B (lrp, clrp, sglrp, epsilon_gamma_box), one value or "
-                        "one per channel in model input units; default: the preset's true range")
-    g.add_argument("--high", type=_parse_floats_arg, metavar="V[,V,V]", help="upper end of the input box (see --low)")
-    g.add_argument("--option", action="append", type=_parse_option, metavar="KEY=VALUE",
-                   help="a method option, passed to every chosen method that takes it (e.g. n_samples=16, steps=32, "
-                        "epsilon=0.01, gamma=0.5, layer=NAME)")
-    g = ex.add_argument_group("preprocessing (defaults: the model's onnxlrp.* metadata, its input shape)")
-    g.add_argument("--preset", choices=list(PRESETS),
-                   help="imagenet: RGB [0,1], ImageNet mean/std; caffe: BGR 0..255 minus the mean pixel; "
-                        "tf: RGB [-1,1]; none: RGB [0,1] (default: metadata onnxlrp.preprocess, else imagenet)")
-    g.add_argument("--size", type=_parse_size, metavar="S|HxW", help="input size (default: the model's)")
-    g.add_argument("--mean", type=_parse_floats_arg, metavar="M[,M,M]",
-                   help="per-channel mean to subtract after scaling (replaces the preset's)")
-    g.add_argument("--std", type=_parse_floats_arg, metavar="S[,S,S]", help="per-channel std (replaces the preset's)")
-    g.add_argument("--resample", choices=list(RESAMPLE),
-                   help="resize filter (default: metadata onnxlrp.resample, else bicubic)")
-    g.add_argument("--layout", choices=["NCHW", "NHWC"], type=str.upper,
-                   help="input layout (default: metadata onnxlrp.layout, else detected from the graph)")
-    g.add_argument("--labels", metavar="FILE", help="class names, one per line (default: metadata onnxlrp.labels)")
-    g = ex.add_argument_group("output")
-    g.add_argument("-o", "--output", metavar="PATH",
-                   help=f"a directory (default {DEFAULT_OUTPUT}/) or, for a single heatmap, a .png file")
-    g.add_argument("--overlay", action="store_true", help="also write the heatmap blended on the photo")
-    g.add_argument("--save-npy", action="store_true", help="also write the raw relevance (float32, input shape)")
-    g.add_argument("--grid", action="store_true", help="write the grid figure even for a single method "
-                   "(it is written whenever several methods are chosen)")
-    g.add_argument("--grid-columns", type=int, metavar="N", help="panels per row in the grid (default: one row "
-                   "up to 8 panels, else 7)")
-    g.add_argument("--cmap", choices=list(COLORMAPS), default="seismic", help="colour map (default seismic)")
-    g.add_argument("--clip-percentile", type=_parse_percentile, metavar="P",
-                   help="scale each picture by the P-th percentile of |relevance| instead of its maximum (e.g. 99.5): "
-                        "the strongest pixels saturate, weaker structure shows; the .npy files are not affected")
-    g = ex.add_argument_group("running")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto")
-    g.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: its choice)")
-    g.add_argument("-b", "--batch-size", type=int, default=8, metavar="N", help="images per batch (default 8)")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: when stderr is a terminal)")
-    g.add_argument("--output-name", metavar="NAME", help="the model output to explain (default: the first float one)")
-    ex.set_defaults(func=_cmd_explain)
-
-    info = sub.add_parser("info", help="inputs, outputs, layers and rules of a model",
-                          description="Print a model's inputs and outputs, its layers and the rule each layer "
-                                      "gets under a method; report what cannot be explained (exit status 1).")
-    info.add_argument("model", help="the ONNX model file")
-    info.add_argument("-m", "--method", default=DEFAULT_METHOD, metavar="NAME",
-                      help=f"show the rules of this method (default {DEFAULT_METHOD})")
-    info.add_argument("--size", type=_parse_size, metavar="S|HxW", help="input size, for models without a fixed one")
-    info.add_argument("--layout", choices=["NCHW", "NHWC"], type=str.upper, help="input layout (see explain)")
-    info.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="default cpu")
-    info.add_argument("--output-name", metavar="NAME", help="the model output to explain")
-    info.set_defaults(func=_cmd_info)
-
-    meth = sub.add_parser("methods", help="list the explanation methods",
-                          description="List every method: name, family, what it computes, its options.")
-    meth.set_defaults(func=_cmd_methods)
-
-    from . import cli_evaluate  # the evaluate subcommand lives in its own module
-
-    cli_evaluate.add_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 success, 1 error, 2 usage error)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help(sys.stderr)
-        return 2
-
-    def one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-        print(f"{PROG}: warning: {message}", file=sys.stderr)
-
-    warnings.showwarning = one_line_warning
-    try:
-        return int(args.func(args))
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except OnnxLrpError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # e.g. `onnxlrp info model.onnx | head`
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
-            pass
-        return 1
-    except OSError as exc:  # files that cannot be written or read
-        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw the progress bar: ``--progress``, or by default when stderr is a terminal."""
+    return bool(args.progress) or (args.progress is None and sys.stderr.isatty())
+
+
+__all__ = [
+    "DEFAULT_METHOD", "DEFAULT_OUTPUT", "GRID_MIN_PANEL", "OPTION_TYPES", "PROG", "TOP_PRINTED", "OutputNames",
+    "Parser", "Progress", "UsageError", "atomic_open", "cap_bytes", "check_option_keys", "check_size", "class_name",
+    "class_slug", "first_transpose_perm", "labels_for", "load_explainer", "load_labels", "method_list",
+    "method_options", "model_spec", "name_key", "number", "parse_floats_arg", "parse_option", "parse_percentile",
+    "parse_size", "physical_memory", "positive_int", "report_error", "resolve_class", "save_npy", "show_progress",
+    "slug", "softmax", "unique_stems", "warn", "write_csv", "write_text", "z_box",
+]

@@ -11,7 +11,6 @@ the maps, shares). Prints a table, writes ``evaluation.csv``, ``discrimination.c
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -20,31 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .cli import (
-    DEFAULT_OUTPUT,
-    PRESETS,
-    RESAMPLE,
-    Progress,
-    UsageError,
-    _class_name,
-    _class_slug,
-    _labels_for,
-    _load_explainer,
-    _method_list,
-    _method_options,
-    _model_spec,
-    _parse_floats_arg,
-    _parse_option,
-    _parse_size,
-    _stems,
-    _warn,
-    number,
-    resolve_class,
-    softmax,
-    z_box,
-)
-from .errors import InputError
-from .evaluate import (
+from ..errors import InputError
+from ..evaluate import (
     PERTURBATIONS,
     Curve,
     EvalSettings,
@@ -57,17 +33,46 @@ from .evaluate import (
     random_curve,
     region_for,
 )
-from .image import expand_inputs, image_size, input_range, load_images
-from .render import save_png
+from ..image import PRESETS, RESAMPLE, expand_inputs, image_size, input_range, load_images
+from ..paths import read_bounded
+from ..render import save_png
+from .common import (
+    DEFAULT_OUTPUT,
+    OutputNames,
+    Progress,
+    UsageError,
+    check_option_keys,
+    class_name,
+    class_slug,
+    labels_for,
+    load_explainer,
+    method_list,
+    method_options,
+    model_spec,
+    number,
+    parse_floats_arg,
+    parse_option,
+    parse_size,
+    positive_int,
+    report_error,
+    resolve_class,
+    show_progress,
+    softmax,
+    unique_stems,
+    warn,
+    write_csv,
+    write_text,
+    z_box,
+)
 
 __all__ = ["add_parser", "run"]
 
 METRIC_COLUMNS = ["aopc_morf", "aopc_lerf", "aopc_random", "aopc_morf_prob", "aopc_lerf_prob", "aopc_random_prob",
                   "auc_insertion", "auc_deletion", "mass_accuracy", "pointing_hit", "share_own", "share_other"]
+MAX_REGIONS_BYTES = 16 * 2**20  # a regions file larger than this is refused
 DISCRIMINATION_COLUMNS = ["correlation", "a_on_a", "a_on_b", "b_on_b", "b_on_a", "own_minus_other"]
 
 
-_positive_int = number(int, lambda v: v >= 1, "a positive integer")
 _count = number(int, lambda v: v >= 0, "a whole number >= 0")
 _fraction = number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 _non_negative = number(float, lambda v: v >= 0, "a number >= 0")
@@ -98,15 +103,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--regions", action="append", metavar="FILE|DIR",
                    help="object regions in the data/regions JSON format (a file, or a directory of them), matched "
                         "to an image by the stem of the file's \"image\" entry (or of the JSON file); repeatable")
-    g.add_argument("--low", type=_parse_floats_arg, metavar="V[,V,V]",
+    g.add_argument("--low", type=parse_floats_arg, metavar="V[,V,V]",
                    help="lower end of the Z^B input box (as in explain); default: the preset's true range")
-    g.add_argument("--high", type=_parse_floats_arg, metavar="V[,V,V]", help="upper end of the Z^B input box")
-    g.add_argument("--option", action="append", type=_parse_option, metavar="KEY=VALUE",
+    g.add_argument("--high", type=parse_floats_arg, metavar="V[,V,V]", help="upper end of the Z^B input box")
+    g.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
                    help="a method option, as in explain (e.g. n_samples=16, steps=16)")
     g = p.add_argument_group("metrics")
-    g.add_argument("--patch", type=_positive_int, default=8, metavar="P",
+    g.add_argument("--patch", type=positive_int, default=8, metavar="P",
                    help="patch side in input pixels for the perturbation curves (default 8)")
-    g.add_argument("--steps", type=_positive_int, default=28, metavar="L",
+    g.add_argument("--steps", type=positive_int, default=28, metavar="L",
                    help="steps per curve: L+1 model runs from 0 to --max-fraction of the patches (default 28)")
     g.add_argument("--perturbation", choices=PERTURBATIONS, default="mean",
                    help="what a removed patch becomes in MoRF/LeRF/random and deletion: the image's channel mean, "
@@ -119,15 +124,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--random-repeats", type=_count, default=3, metavar="N",
                    help="random orders averaged for the random control (0: none; default 3)")
     g.add_argument("--sigma", type=_positive, default=5.0, metavar="S", help="Gaussian blur std in pixels (default 5)")
-    g.add_argument("--box-size", type=_positive_int, default=15, metavar="N", help="box blur width (default 15)")
+    g.add_argument("--box-size", type=positive_int, default=15, metavar="N", help="box blur width (default 15)")
     g.add_argument("--margin", type=_non_negative, default=0.0, metavar="PX",
                    help="pointing game tolerance in input pixels (default 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random orders, tie-breaks and noise (default 0)")
     g = p.add_argument_group("preprocessing (as in explain)")
     g.add_argument("--preset", choices=list(PRESETS), help="default: metadata onnxlrp.preprocess, else imagenet")
-    g.add_argument("--size", type=_parse_size, metavar="S|HxW", help="input size (default: the model's)")
-    g.add_argument("--mean", type=_parse_floats_arg, metavar="M[,M,M]", help="per-channel mean (replaces the preset's)")
-    g.add_argument("--std", type=_parse_floats_arg, metavar="S[,S,S]", help="per-channel std (replaces the preset's)")
+    g.add_argument("--size", type=parse_size, metavar="S|HxW", help="input size (default: the model's)")
+    g.add_argument("--mean", type=parse_floats_arg, metavar="M[,M,M]", help="per-channel mean (replaces the preset's)")
+    g.add_argument("--std", type=parse_floats_arg, metavar="S[,S,S]", help="per-channel std (replaces the preset's)")
     g.add_argument("--resample", choices=list(RESAMPLE), help="resize filter (default: metadata, else bicubic)")
     g.add_argument("--layout", choices=["NCHW", "NHWC"], type=str.upper, help="input layout (default: detected)")
     g.add_argument("--labels", metavar="FILE", help="class names, one per line (default: metadata onnxlrp.labels)")
@@ -138,8 +143,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="write PNG plots of the curves (default: yes)")
     g = p.add_argument_group("running")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto")
-    g.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: its choice)")
-    g.add_argument("-b", "--batch-size", type=_positive_int, default=32, metavar="N",
+    g.add_argument("--threads", type=positive_int, metavar="N", help="onnxruntime threads (default: its choice)")
+    g.add_argument("-b", "--batch-size", type=positive_int, default=32, metavar="N",
                    help="perturbed images per model run (default 32)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
@@ -166,8 +171,8 @@ def _region_files(items: list[str] | None) -> dict[str, Path]:
             raise InputError(f"regions file not found: {p}")
         for f in files:
             try:
-                doc = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                doc = json.loads(read_bounded(f, "regions file", MAX_REGIONS_BYTES, InputError).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise InputError(f"cannot read regions file {f}: {exc}") from None
             if not isinstance(doc, dict) or not isinstance(doc.get("regions"), list):
                 raise InputError(f"regions file {f} has no \"regions\" list")
@@ -243,11 +248,13 @@ def _nanmean(values: list[Any]) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``onnxlrp evaluate``; return the exit status (errors are raised for :func:`onnxlrp.cli.main`)."""
-    methods = _method_list(args.method)
-    for opt in args.option or []:
-        if opt[0] in ("low", "high"):
-            raise UsageError(f"give {opt[0]} with --{opt[0]}, not --option")
+    """Run ``onnxlrp evaluate``; return the exit status (errors are raised for :func:`onnxlrp.cli.main`).
+
+    An image that cannot be read is reported (one line on stderr) and skipped; the others are
+    measured and written, and the exit status is 1.
+    """
+    methods = method_list(args.method)
+    check_option_keys(args.option)
     try:
         settings = EvalSettings(patch=args.patch, steps=args.steps, perturbation=args.perturbation,
                                 insertion_start=args.insertion_start, max_fraction=args.max_fraction,
@@ -261,23 +268,31 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} exists and is not a directory")
 
-    ex = _load_explainer(args)
-    spec = _model_spec(args, ex)
+    ex = load_explainer(args)
+    spec = model_spec(args, ex)
     if spec.layout not in ("NCHW", "NHWC"):
         raise InputError(f"unknown layout {spec.layout}")
-    labels, label_source = _labels_for(args, ex)
+    labels, label_source = labels_for(args, ex)
     target_specs = args.target or ["top"]
     targets = [resolve_class(t, labels, label_source or "the label file") for t in target_specs]
     lo, hi = input_range(spec)  # the true input range: uniform-noise perturbations draw from it
-    options = _method_options(methods, args.option or [], z_box(args, spec))
-    stems = _stems(paths)
+    options = method_options(methods, args.option or [], z_box(args, spec))
+    stems = unique_stems(paths)
+    names = OutputNames(out)
+    failed: set[int] = set()
     regions_of: dict[int, list[Region]] = {}
     for i, path in enumerate(paths):
         f = region_files.get(path.stem)
         if f is not None:
-            regions_of[i] = load_regions(f, spec.size, image_size(path))
+            try:
+                size = image_size(path)
+            except InputError as exc:
+                report_error(str(exc))
+                failed.add(i)
+                continue
+            regions_of[i] = load_regions(f, spec.size, size)
     if region_files and not regions_of:
-        _warn("no --regions file matches an image; localisation and shares are skipped")
+        warn("no --regions file matches an image; localisation and shares are skipped")
 
     h, w = spec.size
     print(f"model {args.model}: input {ex.input_name} {spec.layout} {spec.channels}x{h}x{w}, "
@@ -289,15 +304,24 @@ def run(args: argparse.Namespace) -> int:
           f"drop over steps 0..L), AUC of the probability (trapezoid over the fraction)")
     sys.stdout.flush()
 
-    show = bool(args.progress) or (args.progress is None and sys.stderr.isatty())
-    progress = Progress(len(paths) * len(methods), show, unit="image-methods")
+    progress = Progress(len(paths) * len(methods), show_progress(args), unit="image-methods")
     records: list[dict[str, Any]] = []
     disc_rows: list[dict[str, Any]] = []
     images_json: list[dict[str, Any]] = []
     plots: list[tuple[Path, np.ndarray]] = []
     try:
         for i, path in enumerate(paths):
-            x = load_images([path], spec)
+            if i in failed:
+                progress.update((i + 1) * len(methods))
+                continue
+            try:
+                x = load_images([path], spec)
+            except InputError as exc:
+                progress.clear()
+                report_error(str(exc))
+                failed.add(i)
+                progress.update((i + 1) * len(methods))
+                continue
             if ex.fixed_batch and ex.fixed_batch > 1:
                 x = np.concatenate([x, np.repeat(x, ex.fixed_batch - 1, axis=0)])
             logits = ex.predict(x)[:1]
@@ -335,14 +359,14 @@ def run(args: argparse.Namespace) -> int:
                         d = discrimination(heat[a], heat[b], ra.mask if ra else None, rb.mask if rb else None,
                                            spec.layout)
                         image_disc.append({"image": str(path), "method": m, "class_a": tg[a],
-                                           "name_a": _class_name(tg[a], labels), "class_b": tg[b],
-                                           "name_b": _class_name(tg[b], labels), **d.to_dict()})
+                                           "name_a": class_name(tg[a], labels), "class_b": tg[b],
+                                           "name_b": class_name(tg[b], labels), **d.to_dict()})
                 progress.update(i * len(methods) + mi + 1)
             progress.clear()
             _print_image(path, tg, probs, labels, methods, evals, image_disc)
             disc_rows.extend(image_disc)
             entry: dict[str, Any] = {"image": str(path), "regions": str(region_files.get(path.stem) or "") or None,
-                                     "targets": [{"class": c, "name": _class_name(c, labels),
+                                     "targets": [{"class": c, "name": class_name(c, labels),
                                                   "prob": float(probs[c]), "logit": float(logits[0, c])} for c in tg],
                                      "random": {str(c): r.to_dict() for c, r in randoms.items() if r is not None},
                                      "results": [], "discrimination": image_disc}
@@ -350,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
                 for c in tg:
                     ev = evals[m][c]
                     summ = ev.summary()
-                    rec = {"image": str(path), "method": m, "target": c, "class": _class_name(c, labels),
+                    rec = {"image": str(path), "method": m, "target": c, "class": class_name(c, labels),
                            "prob": float(probs[c]), "logit": float(logits[0, c]),
                            **{k: summ[k] for k in METRIC_COLUMNS}}
                     records.append(rec)
@@ -360,33 +384,35 @@ def run(args: argparse.Namespace) -> int:
             images_json.append(entry)
             if args.plots:
                 for c in tg:
-                    slug = _class_slug(c, labels)
+                    slug = class_slug(c, labels)
                     pert = [(f"{m}", [evals[m][c].morf, evals[m][c].lerf]
                              + ([randoms[c]] if randoms[c] is not None else [])) for m in methods]
                     insdel = [(f"{m}", [evals[m][c].insertion, ("deletion", evals[m][c].deletion)]) for m in methods]
-                    plots.append((out / f"{stems[i]}_{slug}_perturbation.png",
+                    plots.append((names.claim(f"{stems[i]}_{slug}_perturbation", ".png"),
                                   plot_curves(pert, "logit", columns=4, xlabel="fraction of patches removed")))
-                    plots.append((out / f"{stems[i]}_{slug}_insertion_deletion.png",
+                    plots.append((names.claim(f"{stems[i]}_{slug}_insertion_deletion", ".png"),
                                   plot_curves(insdel, "prob", columns=4,
                                               xlabel="fraction of patches inserted / deleted")))
             sys.stdout.flush()
     finally:
         progress.close()
 
-    if len(paths) > 1:
+    if len(paths) - len(failed) > 1:
         _print_means(records, disc_rows, methods)
+    if len(failed) == len(paths):
+        return 1  # no image could be read (each was reported): nothing to write
     written = _write_outputs(out, args, spec, settings, methods, records, disc_rows, images_json, plots)
     for p in written:
         print(f"wrote {p}")
-    return 0
+    return 1 if failed else 0
 
 
 def _print_image(path: Path, tg: list[int], probs: np.ndarray, labels: list[str] | None, methods: list[str],
                  evals: dict[str, dict[int, HeatmapEvaluation]], disc: list[dict[str, Any]]) -> None:
     print(path)
     for c in tg:
-        print(f"  target {c} {_class_name(c, labels)}: probability {probs[c]:.4f}")
-    rows = [_metric_row(f"{c} {_class_name(c, labels)}", m, evals[m][c].summary()) for c in tg for m in methods]
+        print(f"  target {c} {class_name(c, labels)}: probability {probs[c]:.4f}")
+    rows = [_metric_row(f"{c} {class_name(c, labels)}", m, evals[m][c].summary()) for c in tg for m in methods]
     print(_table(METRIC_HEADER, rows))
     if disc:
         print("  class discrimination (correlation of the two maps; signed share of each map on each region):")
@@ -420,13 +446,8 @@ def _print_means(records: list[dict[str, Any]], disc_rows: list[dict[str, Any]],
 
 
 def _write_csv(path: Path, cols: list[str], rows: list[dict[str, Any]]) -> Path:
-    """Write ``rows`` (dicts) as CSV with the columns ``cols``; missing numbers become empty cells."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(cols)
-        for r in rows:
-            wr.writerow(["" if _num(r[c]) is None else _num(r[c]) for c in cols])
-    return path
+    """Write ``rows`` (dicts) as CSV with the columns ``cols``, atomically; missing numbers become empty cells."""
+    return write_csv(path, cols, [["" if _num(r[c]) is None else _num(r[c]) for c in cols] for r in rows])
 
 
 def _write_outputs(out: Path, args: argparse.Namespace, spec: Any, settings: EvalSettings, methods: list[str],
@@ -459,7 +480,7 @@ def _write_outputs(out: Path, args: argparse.Namespace, spec: Any, settings: Eva
         "methods": methods,
         "images": images_json,
     }
-    j_path.write_text(json.dumps(_clean(doc), indent=1) + "\n", encoding="utf-8")
+    write_text(j_path, json.dumps(_clean(doc), indent=1) + "\n")
     written.append(j_path)
     for p, img in plots:
         written.append(save_png(p, img))
