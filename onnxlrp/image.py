@@ -231,8 +231,13 @@ def _high_depth_grey(im: Image.Image) -> np.ndarray:
 
 def _to_8bit(im: Image.Image, mode: str) -> Image.Image:
     """An 8-bit image converted to ``mode`` (``RGB`` or ``L``): alpha is dropped, palettes expanded, CMYK converted."""
-    if im.mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts these only via RGBA
-        im = im.convert("RGBA")
+    if im.mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts these only via LA / RGBA
+        im = im.convert("LA" if im.mode == "La" else "RGBA")
+    elif im.mode == "LAB":  # CIELAB (TIFF, JPEG): a colour transform, not a channel copy
+        from PIL import ImageCms
+
+        lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
+        im = ImageCms.applyTransform(im, ImageCms.buildTransform(lab, srgb, "LAB", "RGB"))
     with warnings.catch_warnings():  # palette transparency in bytes: irrelevant once alpha is dropped
         warnings.simplefilter("ignore", UserWarning)
         try:
@@ -246,11 +251,18 @@ def _pixels(im: Image.Image, channels: int, size: tuple[int, int] | None, resamp
 
     8-bit images are converted by Pillow (``RGB`` or ``L``) and resized as 8-bit images;
     high-bit-depth images (:data:`HIGH_DEPTH_MODES`) are scaled to 0..255 as floats
-    (:func:`_high_depth_grey`), resized as floats and clipped to 0..255, so that a 16-bit or
-    float version of a picture gives the model what its 8-bit version gives.
+    (:func:`_high_depth_grey`). If every scaled value is an 8-bit level (a 16-bit image whose
+    values are multiples of 257, a float image of multiples of 1/255), the image is the 8-bit
+    picture it holds and is read exactly as that; otherwise it is resized as floats and clipped
+    to 0..255, keeping the extra precision (it then differs from its 8-bit rounding by what
+    the rounding loses, about one grey level).
     """
     if im.mode in HIGH_DEPTH_MODES:
-        grey = Image.fromarray(_high_depth_grey(im), mode="F")
+        values = _high_depth_grey(im)
+        levels = np.rint(values)
+        if np.abs(values - levels).max(initial=0.0) <= 1e-3:  # only 8-bit levels: read as the 8-bit image it is
+            return _pixels(Image.fromarray(levels.astype(np.uint8), mode="L"), channels, size, resample)
+        grey = Image.fromarray(values, mode="F")
         if size is not None and grey.size != (size[1], size[0]):
             grey = grey.resize((int(size[1]), int(size[0])), RESAMPLE[resample])
         g = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 255.0)[..., None]

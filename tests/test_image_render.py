@@ -222,3 +222,139 @@ def test_grid_layout() -> None:
 def test_grid_enlarges_small_panels() -> None:
     g = grid([np.zeros((16, 16, 3), np.uint8)], pad=0, min_size=100)
     assert g.shape == (112, 112, 3)  # 16 x 7: the smallest whole factor reaching 100
+
+
+# ------------------------------------------------------------------ every PIL mode, high bit depth, hostile files
+
+
+def _png(width: int, height: int, bit_depth: int, colour_type: int, raw_rows: list[bytes],
+         extra: list[tuple[bytes, bytes]] = ()) -> bytes:
+    """A PNG file written by hand (Pillow cannot write 16-bit RGB): filter byte 0 on every row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    head = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    body = zlib.compress(b"".join(b"\x00" + r for r in raw_rows))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + b"".join(chunk(k, d) for k, d in extra)
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def _grey_photo(size: tuple[int, int] = (96, 64)) -> np.ndarray:
+    with Image.open(PHOTO3) as im:
+        return np.asarray(im.convert("L").resize(size, Image.Resampling.BILINEAR))
+
+
+def test_16_bit_grey_png_reads_as_its_8_bit_picture(tmp_path: Path) -> None:
+    """Pillow's own I;16 -> RGB conversion clips at 255 (a white picture); onnxlrp scales by 1/257."""
+    grey = _grey_photo()
+    p8, p16 = tmp_path / "g8.png", tmp_path / "g16.png"
+    Image.fromarray(grey).save(p8)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(p16)
+    with Image.open(p16) as im:
+        assert im.mode == "I;16"
+        assert np.asarray(im.convert("RGB")).min() == 255  # what onnxlrp must not do
+    for channels in (1, 3):
+        for preset in ("imagenet", "caffe"):
+            a = load_image(p8, (40, 50), preset, channels=channels)
+            b = load_image(p16, (40, 50), preset, channels=channels)
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(load_rgb(p8, (40, 50)), load_rgb(p16, (40, 50)))
+
+
+def test_true_16_bit_and_big_endian_and_float_tiff(tmp_path: Path) -> None:
+    grey = _grey_photo().astype(np.float64)
+    fine = grey * 257 + np.random.default_rng(0).integers(0, 257, grey.shape)  # real 16-bit detail
+    p16 = tmp_path / "fine.png"
+    Image.fromarray(fine.astype(np.uint16)).save(p16)
+    x = load_image(p16, (64, 96), "none", channels=1)[0] * 255  # no resize: the scaled values themselves
+    np.testing.assert_allclose(x, fine / 257, atol=1e-3)
+    big = tmp_path / "big.tif"
+    Image.new("I;16B", (6, 4), 30000).save(big)
+    with Image.open(big) as im:
+        assert im.mode == "I;16B"
+    np.testing.assert_allclose(load_image(big, (4, 6), "none")[:, 0, 0] * 255, 30000 / 257, atol=1e-3)
+    for scale, name in ((1 / 255, "unit.tif"), (1.0, "levels.tif")):  # 0..1 floats and 0..255 floats
+        p = tmp_path / name
+        Image.fromarray((grey * scale).astype(np.float32)).save(p)
+        with Image.open(p) as im:
+            assert im.mode == "F"
+        np.testing.assert_allclose(load_image(p, (64, 96), "none")[0] * 255, grey, atol=1e-3)
+    nan = tmp_path / "nan.tif"
+    Image.fromarray(np.full((4, 4), np.nan, np.float32)).save(nan)
+    with pytest.raises(InputError, match="NaN"):
+        load_image(nan, 4)
+    i32 = tmp_path / "i32.tif"
+    Image.fromarray(np.full((4, 4), 2**20, np.int32)).save(i32)
+    assert load_rgb(i32).max() == 255  # 32-bit integers above 65535 clip at white
+
+
+def test_48_and_64_bit_png_read_by_their_high_bytes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rgb8 = rng.integers(0, 256, (5, 7, 3))
+    for colour_type, channels in ((2, 3), (6, 4)):
+        px = rgb8 if channels == 3 else np.concatenate([rgb8, np.full((5, 7, 1), 200)], axis=2)
+        wide = (px * 256 + rng.integers(0, 256, px.shape)).astype(">u2")  # the low byte is noise
+        p = tmp_path / f"wide{colour_type}.png"
+        p.write_bytes(_png(7, 5, 16, colour_type, [wide[y].tobytes() for y in range(5)]))
+        np.testing.assert_array_equal(load_rgb(p), rgb8)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "LA", "PA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
+                                  "LAB", "HSV", "I", "I;16", "I;16B", "F"])
+def test_every_pil_mode_gives_a_finite_sample(mode: str) -> None:
+    src = Image.fromarray(np.random.default_rng(2).integers(0, 256, (9, 11, 3)).astype(np.uint8))
+    if mode in ("I", "I;16", "I;16B", "F"):
+        im = Image.fromarray(np.asarray(src.convert("L"), np.uint16) * 257).convert("I")
+        if mode != "I":
+            im = im.convert(mode) if mode != "I;16B" else Image.new("I;16B", (11, 9), 40000)
+    else:
+        im = src.convert(mode)
+    from onnxlrp.image import preprocess
+
+    for channels in (1, 3):
+        x = preprocess(im, Preprocess("none", (6, 5), "NCHW", "bilinear", channels))
+        assert x.shape == (channels, 6, 5) and np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1
+
+
+def test_hostile_image_files(tmp_path: Path) -> None:
+    """Pipes, devices, loops, bombs and empty images: an InputError naming the file, never a hang."""
+    import os
+    import zlib
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_image(fifo, 4)
+    if Path("/dev/zero").exists():
+        with pytest.raises(InputError, match="not a regular file"):
+            load_image("/dev/zero", 4)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(tmp_path / "loop.png")
+    with pytest.raises(InputError, match="loop.png"):
+        load_image(loop, 4)
+    with pytest.raises(InputError, match="symlink loop"):
+        expand_inputs([loop])
+    row = [b"\x00" * 3]
+    bomb = zlib.compress(b"\x00" * (64 << 20))  # 64 MiB of text in a 64 kB chunk
+    for kind, data in ((b"zTXt", b"k\x00\x00" + bomb), (b"iCCP", b"icc\x00\x00" + bomb)):
+        p = tmp_path / f"{kind.decode()}.png"
+        p.write_bytes(_png(1, 1, 8, 2, row, [(kind, data)]))
+        try:
+            x = load_image(p, 2)  # Pillow may skip the chunk: then the one pixel is read
+            assert np.all(np.isfinite(x))
+        except InputError as exc:
+            assert p.name in str(exc)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png(100_000, 100_000, 8, 0, [b"\x00" * 10]))  # claims 10^10 pixels
+    with pytest.raises(InputError, match="huge.png.*pixels"):  # refused before 10 GB are allocated
+        load_image(huge, 4)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(_png(0, 0, 8, 2, []))
+    with pytest.raises(InputError, match="empty.png"):
+        load_image(empty, 4)
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (100_000, 1), (255, 0, 0)).save(thin)
+    assert load_rgb(thin, (3, 3))[1, 1].tolist() == [255, 0, 0]
