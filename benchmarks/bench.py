@@ -445,15 +445,15 @@ class EngineProfiler:
         return wrapper
 
     def __enter__(self) -> EngineProfiler:
-        from onnxlrp import explainer as ex_mod
         from onnxlrp import plan as plan_mod
+        from onnxlrp import propagation as prop_mod
         from onnxlrp.ops import linear as lin_mod
 
         plan_cls = plan_mod.Plan
         self._patch(plan_cls, "run_forward", self._stage("forward"))
         self._patch(plan_cls, "bounds", self._stage("bounds"))
-        self._patch(ex_mod, "start_relevance", self._stage("start"))
-        self._patch(ex_mod.Explainer, "_post", self._stage("post"))
+        self._patch(prop_mod, "start_relevance", self._stage("start"))
+        self._patch(prop_mod, "post", self._stage("post"))
 
         prof = self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -132,3 +133,18 @@ def plan_summary(plan: Plan, rule_for: Callable[[Layer], Any] | None = None) -> 
             row["rule"] = str(rule_for(layer))
         rows.append(row)
     return rows
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the method families need from an :class:`~onnxlrp.Explainer`: plans and the backend.
+
+    ``plan_for(shape)`` returns the (cached) plan of an input shape; ``fixed_batch`` is the
+    model's fixed batch size or None; ``per_call(shape, passes)`` is how many samples of
+    ``shape[1:]`` one backward call may hold within the memory budget.
+    """
+
+    plan_for: Callable[[tuple[int, ...]], Plan]
+    backend: Backend
+    fixed_batch: int | None
+    per_call: Callable[[tuple[int, ...], int], int]
