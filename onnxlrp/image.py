@@ -22,6 +22,13 @@ ratio is not kept) with a PIL filter, ``bicubic`` unless the model's metadata or
 otherwise. Models with one input channel get the photo in grey levels (PIL ``L``), with the
 first channel's mean and std.
 
+Any Pillow mode is read. 8-bit modes are converted by Pillow (alpha dropped); 16-bit grey
+(``I;16``, ``I;16B``, ``I``) is divided by 257 and float images (``F``) are taken as 0..1 when
+their maximum is at most 1, else as 0..255, so that a high-bit-depth picture reaches the model
+as its 8-bit version does instead of clipped by Pillow's conversion (see :func:`_pixels`).
+Files are read bounded: regular files only, at most :data:`MAX_IMAGE_BYTES` bytes and
+:data:`MAX_IMAGE_PIXELS` pixels.
+
 The *input range* of a preset, ``(0·scale − mean)/std`` to ``(255·scale − mean)/std`` per
 channel, is the box ``[low, high]`` that the Z^B rule of ``lrp``/``clrp``/``sglrp`` needs.
 """

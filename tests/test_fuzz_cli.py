@@ -490,3 +490,23 @@ def test_label_files_that_are_not_regular_files(tmp_path: Path, capsys: pytest.C
     missing = _model(folder / "missing.onnx", labels="nowhere.txt")
     code, _, lines = _cli(capsys, "explain", missing, photo, "-o", tmp_path / "out")
     assert code == 0 and len(lines) == 1 and "nowhere.txt" in lines[0] and "warning" in lines[0]
+
+
+def test_evaluate_skips_a_bad_image_and_writes_the_rest(model: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    folder = tmp_path / "in"
+    goods = [_photo(folder / "a.png", 1), _photo(folder / "c.png", 2)]
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "eval"
+    code, _, lines = _cli(capsys, "evaluate", model, folder, "-m", "gradient", "--patch", "4", "--steps", "2",
+                          "--random-repeats", "0", "-o", out)
+    assert code == 1
+    _one_error(lines, "b.png", "cannot read image")
+    rows = list(csv.DictReader((out / "evaluation.csv").open(encoding="utf-8")))
+    assert sorted(Path(r["image"]).name for r in rows) == [g.name for g in goods]
+    assert len(list(out.glob("*_perturbation.png"))) == 2
+    _no_temporaries(out)
+    code, _, lines = _cli(capsys, "evaluate", model, folder / "b.png", "-o", tmp_path / "none")
+    assert code == 1 and not (tmp_path / "none").exists()
