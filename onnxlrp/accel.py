@@ -11,6 +11,8 @@ Results equal the generic kernels to float32 rounding (tested).
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ import onnx
 from onnx import helper
 
 _F = onnx.TensorProto.FLOAT
+_MAX_SESSIONS = 256  # kernel sessions kept (one per layer geometry and direction; batch sizes share one)
 
 
 def flip_kernel(w: np.ndarray, group: int) -> np.ndarray:
@@ -34,13 +37,17 @@ class OrtConvKernels:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
-        self._sessions: dict[tuple[Any, ...], Any] = {}
-        self._flipped: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._sessions: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        # flipped kernels live exactly as long as their weight: an entry is dropped when the weight
+        # (a layer's, or a plan's modified W+/W-) is freed, so evicted plans take theirs with them
+        self._flipped: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
 
     def _session(self, key: tuple[Any, ...], node: onnx.NodeProto, x_shape: list[Any], w_shape: list[int],
                  with_bias: bool) -> Any:
         sess = self._sessions.get(key)
-        if sess is None:
+        if sess is not None:
+            self._sessions.move_to_end(key)
+        else:
             from .runtime import onnxruntime, session_options
 
             ort = onnxruntime()
@@ -57,6 +64,8 @@ class OrtConvKernels:
             so = session_options(self.threads)
             sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
             self._sessions[key] = sess
+            while len(self._sessions) > _MAX_SESSIONS:
+                self._sessions.popitem(last=False)
         return sess
 
     def conv(self, layer: Any, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -74,11 +83,20 @@ class OrtConvKernels:
         return sess.run(None, feed)[0]
 
     def _flip(self, w: np.ndarray, group: int) -> np.ndarray:
-        hit = self._flipped.get(id(w))
-        if hit is None or hit[0] is not w:
-            hit = (w, flip_kernel(w, group))
-            self._flipped[id(w)] = hit
-        return hit[1]
+        key = id(w)
+        hit = self._flipped.get(key)
+        if hit is not None and hit[0]() is w:
+            return hit[1]
+        flipped = flip_kernel(w, group)
+        flips = self._flipped
+
+        def forget(ref: weakref.ref[np.ndarray], key: int = key) -> None:
+            entry = flips.get(key)
+            if entry is not None and entry[0] is ref:
+                del flips[key]
+
+        self._flipped[key] = (weakref.ref(w, forget), flipped)
+        return flipped
 
     def conv_t(self, layer: Any, v: np.ndarray, w: np.ndarray) -> np.ndarray:
         """The transposed convolution of ``v`` (the VJP of :meth:`conv` w.r.t. its input)."""
