@@ -135,11 +135,11 @@ def _node_sites(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onn
             if a.HasField("t"):
                 yield a.t, f"tensor {a.t.name!r} in {here}" if a.t.name else f"tensor in {here}"
             for k, t in enumerate(a.tensors):
-                yield t, f"tensor {k} in {here}"
+                yield t, f"tensor {k} ({t.name!r}) in {here}"
             sparse = ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors)
             for k, s in enumerate(sparse):
-                yield s.values, f"sparse tensor {k} in {here}"
-                yield s.indices, f"indices of sparse tensor {k} in {here}"
+                yield s.values, f"sparse tensor {k} ({s.values.name!r}) in {here}"
+                yield s.indices, f"indices of sparse tensor {k} ({s.values.name!r}) in {here}"
             subs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
             for g in subs:
                 yield from _graph_sites(g, f" in sub-graph {g.name!r} of {_node_label(node)}{ctx}")
@@ -320,6 +320,10 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     dims: list[int | None] = []
     if ttype.HasField("shape"):
         for d in ttype.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                raise UnsupportedModelError(
+                    f"input {inp.name!r} declares dimension {d.dim_value} in its shape; dimensions cannot be negative"
+                )
             dims.append(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None)
 
     float_outputs = [
@@ -362,16 +366,19 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     new.graph.output.append(helper.make_tensor_value_info(explained, _FLOAT, None))
     _prune(new.graph, explained)
     meta = {p.key: p.value for p in model.metadata_props}
-    weights = detach_weights(new)
+    weights = detach_weights(new, check_finite=False)  # load_model checked every tensor
     return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta, weights)
 
 
-def detach_weights(model: onnx.ModelProto, min_elements: int = 1024) -> dict[str, np.ndarray]:
+def detach_weights(model: onnx.ModelProto, min_elements: int = 1024,
+                   check_finite: bool = True) -> dict[str, np.ndarray]:
     """Move the data of large initializers out of ``model`` into NumPy arrays, leaving stubs.
 
     A stub keeps the initializer's name, type and shape. The arrays are the engine's weights
     and are handed to onnxruntime without a copy (:func:`onnxlrp.runtime.make_session`), so a
     model's weights live in memory once instead of three times (protobuf, NumPy, onnxruntime).
+    Malformed data, and with ``check_finite`` NaN/Inf values, raise :class:`ModelLoadError`
+    naming the initializer (``prepare`` skips the finiteness pass: :func:`load_model` made it).
     """
     weights: dict[str, np.ndarray] = {}
     inits = model.graph.initializer
@@ -380,6 +387,8 @@ def detach_weights(model: onnx.ModelProto, min_elements: int = 1024) -> dict[str
         if size < min_elements or _detached(t):
             continue
         arr = tensor_array(t, f"initializer {t.name!r}")
+        if check_finite and t.data_type in _FLOAT_TYPES:
+            _check_finite(arr, f"initializer {t.name!r}")
         weights[t.name] = arr
         stub = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
         stub.data_location = onnx.TensorProto.EXTERNAL  # onnxruntime gets the data from memory
@@ -808,21 +817,35 @@ def _channel_vector(c: np.ndarray, out_rank: int, axis: int, m: int) -> np.ndarr
     return np.broadcast_to(full.reshape(-1), (m,)).astype(np.float64)
 
 
+def _consumers(layers: list[Layer]) -> dict[str, list[Layer]]:
+    res: dict[str, list[Layer]] = {}
+    for layer in layers:
+        for i in layer.inputs:
+            res.setdefault(i, []).append(layer)
+    return res
+
+
+def _without(layers: list[Layer], removed: set[int]) -> None:
+    """Remove the layers whose ``id`` is in ``removed``, in place, in one pass."""
+    if removed:
+        layers[:] = [layer for layer in layers if id(layer) not in removed]
+
+
 def _fold_into_linear(layers: list[Layer]) -> None:
-    """Fold BatchNorm and per-channel scale/shift layers into the linear layer before them."""
-    changed = True
-    while changed:
-        changed = False
-        consumers: dict[str, list[Layer]] = {}
-        for layer in layers:
-            for i in layer.inputs:
-                consumers.setdefault(i, []).append(layer)
-        for lin in layers:
-            if not isinstance(lin, LinearLayer):
-                continue
+    """Fold BatchNorm and per-channel scale/shift layers into the linear layer before them.
+
+    One pass in topological order; a linear layer absorbs a run of such layers (Conv → BN → Mul
+    → Add) by looking at the single consumer of its current output again after each fold.
+    """
+    consumers = _consumers(layers)
+    removed: set[int] = set()
+    for lin in layers:
+        if not isinstance(lin, LinearLayer) or id(lin) in removed:
+            continue
+        while True:
             users = consumers.get(lin.outputs[0], [])
             if len(users) != 1:
-                continue
+                break
             nxt = users[0]
             out_rank = len(lin.output_shapes[0])
             axis = 1 if isinstance(lin, ConvLayer) else out_rank - 1
@@ -834,33 +857,38 @@ def _fold_into_linear(layers: list[Layer]) -> None:
                 scale = _channel_vector(nxt.scale, out_rank, axis, m)
                 shift = _channel_vector(nxt.shift, out_rank, axis, m)
             if scale is None or shift is None:
-                continue
+                break
             lin.fold_scale_shift(scale, shift, nxt.op_type)
             lin.outputs = list(nxt.outputs)
             lin.output_shapes = list(nxt.output_shapes)
-            layers.remove(nxt)
-            changed = True
-            break
+            removed.add(id(nxt))
+    _without(layers, removed)
 
 
 def _drop_identities(layers: list[Layer], output_name: str) -> None:
-    """Remove Identity/Dropout layers (and float-to-float Casts), rewiring their consumers."""
-    for layer in list(layers):
-        if layer.op_type not in ("Identity", "Dropout", "Cast") or layer.outputs[0] == output_name:
-            continue
-        src, dst = layer.inputs[0], layer.outputs[0]
-        for other in layers:
-            other.inputs = [src if i == dst else i for i in other.inputs]
-        layers.remove(layer)
+    """Remove Identity/Dropout layers (and float-to-float Casts), rewiring their consumers.
+
+    One pass in topological order: each removed layer's output becomes an alias of its
+    (already resolved) input, and every layer's inputs are read through the aliases.
+    """
+    alias: dict[str, str] = {}
+    removed: set[int] = set()
+    for layer in layers:
+        if alias:
+            layer.inputs = [alias.get(i, i) for i in layer.inputs]
+        if layer.op_type in ("Identity", "Dropout", "Cast") and layer.outputs[0] != output_name:
+            alias[layer.outputs[0]] = layer.inputs[0]
+            removed.add(id(layer))
+    _without(layers, removed)
 
 
 def _fold_pads_into_conv(layers: list[Layer]) -> None:
     """Fold a zero ``Pad`` of the spatial axes into the convolution that alone reads it (as onnxruntime does)."""
-    consumers: dict[str, list[Layer]] = {}
-    for layer in layers:
-        for i in layer.inputs:
-            consumers.setdefault(i, []).append(layer)
-    for pad in [la for la in layers if isinstance(la, PadLayer)]:
+    consumers = _consumers(layers)
+    removed: set[int] = set()
+    for pad in layers:
+        if not isinstance(pad, PadLayer):
+            continue
         users = consumers.get(pad.outputs[0], [])
         if len(users) != 1 or not isinstance(users[0], ConvLayer) or pad.value != 0.0:
             continue
@@ -874,16 +902,14 @@ def _fold_pads_into_conv(layers: list[Layer]) -> None:
         conv.inputs = list(pad.inputs)
         conv.input_shapes = list(pad.input_shapes)
         conv.folded.insert(0, "Pad")
-        layers.remove(pad)
+        removed.add(id(pad))
+    _without(layers, removed)
 
 
 def _annotate(layers: list[Layer], input_name: str, output_name: str) -> None:
     """Mark the first linear layers (seen from the input), the classifier layers (whose output is the
     model output up to re-indexing) and the linear layers followed by a ReLU."""
-    consumers: dict[str, list[Layer]] = {}
-    for layer in layers:
-        for i in layer.inputs:
-            consumers.setdefault(i, []).append(layer)
+    consumers = _consumers(layers)
     # tensors that are the input up to re-indexing / elementwise affine maps
     near_input = {input_name}
     for layer in layers:

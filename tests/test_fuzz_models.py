@@ -1,0 +1,523 @@
+"""Hostile and careless model files (issue 11): each one is refused with the documented
+``OnnxLrpError`` subclass and a message naming the problem, or explained correctly — never
+another exception type, never a hang.
+
+Models are generated here with ``onnx.helper`` (builders from ``helpers_onnx``) and kept tiny;
+the few cases that could block (a FIFO) run in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import helpers_onnx as H
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxlrp import Explainer, ModelLoadError, OnnxLrpError, UnsupportedModelError
+from onnxlrp import graph as G
+from onnxlrp.paths import MAX_MODEL_BYTES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def explain(source: object, x: np.ndarray | None = None, method: str = "gradient") -> np.ndarray | None:
+    """Load ``source``; with ``x``, explain class 0 (the outcome every test asserts on)."""
+    ex = Explainer(source, device="cpu")  # type: ignore[arg-type]
+    return None if x is None else ex.explain(x, target=0, method=method)
+
+
+def mlp() -> onnx.ModelProto:
+    """A two-layer ``[N, 4] → 3`` classifier (the base of most hostile variants)."""
+    b = H.Builder(5)
+    return b.model([None, 4], [(b.gemm(b.relu(b.gemm("x", 4, 6)), 6, 3), H.FLOAT)], 13)
+
+
+def copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+X4 = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. endless or odd model files
+
+
+def test_device_file_is_refused_without_reading() -> None:
+    with pytest.raises(ModelLoadError, match=r"/dev/zero.*not a regular file"):
+        explain("/dev/zero")
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=rf"{tmp_path}.*directory"):
+        explain(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_fifo_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    code = (
+        "import sys\nfrom onnxlrp import Explainer, ModelLoadError\n"
+        "try:\n    Explainer(sys.argv[1], device='cpu')\n"
+        "except ModelLoadError as e:\n    print('REFUSED', e)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert res.stdout.startswith("REFUSED"), res.stdout + res.stderr
+    assert "not a regular file" in res.stdout and str(fifo) in res.stdout
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no unix sockets")
+def test_socket_is_refused() -> None:
+    with tempfile.TemporaryDirectory(prefix="s") as tmp:  # a short path: unix socket names are limited
+        path = os.path.join(tmp, "m.onnx")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            with pytest.raises(ModelLoadError, match="not a regular file"):
+                explain(path)
+        finally:
+            sock.close()
+
+
+def test_file_larger_than_protobuf_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.onnx"
+    with open(path, "wb") as f:  # sparse: no disk space used
+        f.truncate(MAX_MODEL_BYTES + 1)
+    with pytest.raises(ModelLoadError, match=rf"huge\.onnx.*{MAX_MODEL_BYTES + 1} bytes.*limit"):
+        explain(path)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no procfs")
+def test_file_that_grows_while_read_is_refused() -> None:
+    """procfs files say 0 bytes and then yield text: exactly a file that grew after it was measured."""
+    with pytest.raises(ModelLoadError, match="changed while it was read"):
+        explain("/proc/self/status")
+
+
+def test_symlinked_model_file_loads(tmp_path: Path) -> None:
+    real = H.save_checked(mlp(), tmp_path / "real", "mlp", (4,))
+    link = tmp_path / "link.onnx"
+    link.symlink_to(real)
+    np.testing.assert_array_equal(explain(link, X4), explain(real, X4))
+
+
+@pytest.mark.parametrize("source", [None, 123, 4.5, ["model.onnx"]])
+def test_source_of_the_wrong_type(source: object) -> None:
+    with pytest.raises(OnnxLrpError, match=type(source).__name__):
+        explain(source)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. external data wherever a tensor can live
+
+
+def _external(t: TensorProto, location: str) -> None:
+    """Turn ``t`` into an external tensor stored at ``location`` (its bytes are not written here)."""
+    data = numpy_helper.to_array(t).tobytes()
+    t.ClearField("raw_data")
+    for name in ("float_data", "int32_data", "int64_data", "double_data"):
+        t.ClearField(name)
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(len(data)))):
+        e = t.external_data.add()
+        e.key, e.value = key, value
+
+
+def _const_node(name: str, value: np.ndarray, out: str) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [out], name=name, value=numpy_helper.from_array(value, f"{name}_value"))
+
+
+def _site_model(site: str, location: str) -> tuple[onnx.ModelProto, str]:
+    """The MLP with one tensor stored externally at ``location`` in the given site; returns (model, tensor name)."""
+    m = mlp()
+    g = m.graph
+    vec = np.arange(4, dtype=np.float32)
+    if site == "initializer":
+        t = g.initializer[0]
+        _external(t, location)
+        return m, t.name
+    if site == "sparse_initializer":
+        values = numpy_helper.from_array(vec, "sparse_w")
+        indices = numpy_helper.from_array(np.arange(4, dtype=np.int64), "sparse_w_idx")
+        _external(values, location)
+        g.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [8]))
+        return m, "sparse_w"
+    if site == "constant":
+        node = _const_node("evil_const", vec, "unused_c")
+        _external(node.attribute[0].t, location)
+        g.node.insert(0, node)
+        return m, "evil_const"
+    if site == "tensors_list":
+        t = numpy_helper.from_array(vec, "listed")
+        _external(t, location)
+        g.node[0].attribute.append(helper.make_attribute("evil_list", [t]))
+        return m, "listed"
+    if site == "sparse_constant":
+        values = numpy_helper.from_array(vec, "sparse_c")
+        _external(values, location)
+        sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(4, dtype=np.int64), "i"), [8])
+        g.node.insert(0, helper.make_node("Constant", [], ["unused_s"], name="sparse_const", sparse_value=sparse))
+        return m, "sparse_const"
+    if site == "subgraph":
+        node = _const_node("inner_const", vec, "inner_out")
+        _external(node.attribute[0].t, location)
+        then = helper.make_graph([node], "then", [], [helper.make_tensor_value_info("inner_out", H.FLOAT, [4])])
+        cond = numpy_helper.from_array(np.array(True), "cond")
+        g.initializer.append(cond)
+        g.node.append(helper.make_node("If", ["cond"], ["if_out"], name="branch", then_branch=then, else_branch=then))
+        return m, "inner_const"
+    if site == "function":
+        node = _const_node("fn_const", vec, "fn_out")
+        _external(node.attribute[0].t, location)
+        fn = helper.make_function("local", "leak", [], ["fn_out"], [node], [helper.make_opsetid("", 13)])
+        m.functions.append(fn)
+        m.opset_import.append(helper.make_opsetid("local", 1))
+        g.node.append(helper.make_node("leak", [], ["leaked"], domain="local", name="call_leak"))
+        return m, "fn_const"
+    raise AssertionError(site)
+
+
+SITES = ["initializer", "sparse_initializer", "constant", "tensors_list", "sparse_constant", "subgraph", "function"]
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_external_data_escaping_the_folder_is_refused_everywhere(site: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model, name = _site_model(site, "../secret.bin")
+    path = folder / "m.onnx"
+    onnx.save(model, str(path))
+    # onnxruntime would open '../secret.bin' relative to the working directory: put it there
+    monkeypatch.chdir(folder)
+    with pytest.raises(ModelLoadError, match=rf"{name}.*\.\./secret\.bin.*outside"):
+        explain(path)
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_external_data_absolute_or_from_bytes_is_refused(site: str, tmp_path: Path) -> None:
+    target = tmp_path / "abs.bin"
+    target.write_bytes(bytes(64))
+    model, name = _site_model(site, str(target))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelLoadError, match=rf"{name}.*absolute"):
+        explain(path)
+    with pytest.raises(ModelLoadError, match=rf"{name}.*external data.*file path"):
+        explain(model.SerializeToString())
+    with pytest.raises(ModelLoadError, match=rf"{name}.*external data.*file path"):
+        explain(model)
+
+
+def test_external_data_through_symlink_in_function_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret.bin").write_bytes(bytes(64))
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "w.bin").symlink_to(tmp_path / "secret.bin")
+    model, name = _site_model("function", "w.bin")
+    onnx.save(model, str(folder / "m.onnx"))
+    with pytest.raises(ModelLoadError, match=rf"{name}.*w\.bin.*outside"):
+        explain(folder / "m.onnx")
+
+
+def test_external_constant_inside_the_folder_is_read_by_onnxlrp(tmp_path: Path) -> None:
+    """A legitimate external Constant on the path: onnxlrp reads it into the model; same result as inline."""
+    b = H.Builder(7)
+    w = b.weight([6, 4], 4)
+    b.nodes.append(_const_node("w_const", w, "w_out"))
+    y = b.gemm(b.relu(b.op("Gemm", ["x", "w_out"], transB=1)), 6, 3)  # type: ignore[arg-type]
+    inline = b.model([None, 4], [(y, H.FLOAT)], 13)
+    external = copy(inline)
+    _external(external.graph.node[0].attribute[0].t, "data/w.bin")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "w.bin").write_bytes(w.tobytes())
+    onnx.save(external, str(tmp_path / "ext.onnx"))
+    np.testing.assert_array_equal(explain(tmp_path / "ext.onnx", X4), explain(inline, X4))
+
+
+@pytest.mark.parametrize(("offset", "length"), [("0", "1000000"), ("-4", "16"), ("abc", "16"), ("60", "16")])
+def test_external_data_offsets_outside_the_file(offset: str, length: str, tmp_path: Path) -> None:
+    model, name = _site_model("initializer", "w.bin")
+    (tmp_path / "w.bin").write_bytes(bytes(64))
+    for e in model.graph.initializer[0].external_data:
+        if e.key == "offset":
+            e.value = offset
+        if e.key == "length":
+            e.value = length
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(ModelLoadError, match=rf"{name}.*(offset|length)"):
+        explain(tmp_path / "m.onnx")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. non-finite weights
+
+
+def _with_bad_values(arr: np.ndarray, n_nan: int, n_inf: int) -> np.ndarray:
+    arr = arr.copy()
+    arr.flat[:n_nan] = np.nan
+    arr.flat[n_nan:n_nan + n_inf] = -np.inf
+    return arr
+
+
+def test_nan_and_inf_initializer_is_refused_with_a_count() -> None:
+    m = mlp()
+    t = m.graph.initializer[0]
+    t.CopyFrom(numpy_helper.from_array(_with_bad_values(numpy_helper.to_array(t), 2, 1), t.name))
+    with pytest.raises(ModelLoadError, match=rf"initializer '{t.name}' has 3 non-finite values.*2 NaN, 1 infinite"):
+        explain(m)
+
+
+def test_non_finite_large_initializer_is_refused() -> None:
+    """A weight large enough to be detached from the protobuf (≥ 1024 elements)."""
+    b = H.Builder(2)
+    y = b.gemm(b.relu(b.gemm("x", 64, 40)), 40, 3)
+    m = b.model([None, 64], [(y, H.FLOAT)], 13)
+    t = next(t for t in m.graph.initializer if np.prod(t.dims) >= 1024)
+    t.CopyFrom(numpy_helper.from_array(_with_bad_values(numpy_helper.to_array(t), 0, 1), t.name))
+    with pytest.raises(ModelLoadError, match=rf"'{t.name}' has 1 non-finite value of 2560"):
+        explain(m)
+    with pytest.raises(ModelLoadError, match=rf"'{t.name}'"):
+        G.detach_weights(m)  # and the detaching step refuses it too, were it called on an unchecked model
+
+
+@pytest.mark.parametrize("site", ["constant", "subgraph", "function", "value_float", "sparse_initializer"])
+def test_non_finite_constant_anywhere_is_refused(site: str) -> None:
+    if site == "value_float":
+        m = mlp()
+        m.graph.node.insert(0, helper.make_node("Constant", [], ["c"], name="inf_scalar", value_float=float("inf")))
+        name = "inf_scalar"
+    else:
+        m, name = _site_model(site, "x.bin")
+        for t, _ in G._tensor_sites(m):  # undo the external storage, store NaNs instead
+            if t.data_location == TensorProto.EXTERNAL:
+                del t.external_data[:]
+                t.data_location = TensorProto.DEFAULT
+                t.raw_data = np.full(4, np.nan, np.float32).tobytes()
+    with pytest.raises(ModelLoadError, match=rf"{name}.*(non-finite|not finite)"):
+        explain(m)
+
+
+def test_finite_check_is_cheap() -> None:
+    """One isfinite pass: 32 M weights (128 MB) are checked well within a second on a laptop."""
+    t = numpy_helper.from_array(np.ones(32 * 2**20, np.float32), "big")
+    start = time.perf_counter()
+    G._check_finite(G.tensor_array(t, "initializer 'big'"), "initializer 'big'")
+    assert time.perf_counter() - start < 3.0  # generous: a shared 2-core CI machine
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. malformed initializers
+
+
+def _malform(kind: str) -> Callable[[TensorProto], None]:
+    def raw_short(t: TensorProto) -> None:
+        t.raw_data = t.raw_data[:-4]
+
+    def raw_long(t: TensorProto) -> None:
+        t.raw_data = t.raw_data + bytes(4)
+
+    def float_data_wrong(t: TensorProto) -> None:
+        n = int(np.prod(t.dims))
+        t.ClearField("raw_data")
+        t.float_data.extend([1.0] * (n + 1))
+
+    def no_data(t: TensorProto) -> None:
+        t.ClearField("raw_data")
+
+    def undefined(t: TensorProto) -> None:
+        t.data_type = TensorProto.UNDEFINED
+
+    def unknown(t: TensorProto) -> None:
+        t.data_type = 977
+
+    def negative_dim(t: TensorProto) -> None:
+        t.dims[0] = -t.dims[0]
+
+    def huge_dim(t: TensorProto) -> None:
+        t.dims[0] = 10**12
+
+    return locals()[kind]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("raw_short", r"92 bytes of raw data for a FLOAT tensor of shape \[6, 4\]"),
+    ("raw_long", r"100 bytes of raw data"),
+    ("float_data_wrong", r"25 values in float_data"),
+    ("no_data", r"no data for a FLOAT tensor"),
+    ("undefined", r"data type 0 \(UNDEFINED\)"),
+    ("unknown", r"data type 977 \(unknown\)"),
+    ("negative_dim", r"negative dimension"),
+    ("huge_dim", r"1000000000000, 4"),
+])
+def test_malformed_initializer_is_refused_by_name(kind: str, message: str) -> None:
+    m = mlp()
+    t = next(t for t in m.graph.initializer if list(t.dims) == [6, 4])
+    _malform(kind)(t)
+    with pytest.raises(ModelLoadError, match=rf"initializer '{t.name}'.*{message}"):
+        explain(m)
+    with pytest.raises(ModelLoadError, match=rf"'{t.name}'"):
+        G.tensor_array(t, f"initializer {t.name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. versions, and no onnxruntime exception escapes
+
+
+@pytest.mark.parametrize(("field", "value", "error", "message"), [
+    ("ir_version", 99, ModelLoadError, "IR version 99"),
+    ("ir_version", 0, ModelLoadError, "IR version 0"),
+    ("ir_version", -3, ModelLoadError, "IR version -3"),
+    ("opset", 99, UnsupportedModelError, "opset 99"),
+    ("opset", 0, UnsupportedModelError, "opset 0"),
+])
+def test_impossible_versions(field: str, value: int, error: type[OnnxLrpError], message: str) -> None:
+    m = mlp()
+    if field == "ir_version":
+        m.ir_version = value
+    else:
+        m.opset_import[0].version = value
+    with pytest.raises(error, match=message):
+        explain(m)
+
+
+def test_negative_input_dimension_is_refused() -> None:
+    m = mlp()
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -4
+    with pytest.raises(UnsupportedModelError, match=r"input 'x'.*-4"):
+        explain(m)
+
+
+def test_onnxruntime_load_failure_is_wrapped() -> None:
+    """A graph onnx parses but onnxruntime refuses (adding an int64 tensor to a float one)."""
+    b = H.Builder(1)
+    h = b.op("Add", [b.gemm("x", 4, 3), b.const(np.ones(3, np.int64))])
+    b.nodes[-1].name = "mixed_add"
+    m = b.model([None, 4], [(h, H.FLOAT)], 13)  # type: ignore[list-item]
+    with pytest.raises(UnsupportedModelError, match="onnxruntime cannot load"):
+        explain(m, X4)
+
+
+def _bad_reshape() -> onnx.ModelProto:
+    """``[N, 6] → Reshape [-1, 4]``: only possible when 6 N is a multiple of 4."""
+    b = H.Builder(2)
+    h = b.op("Reshape", [b.gemm("x", 4, 6), b.ints([-1, 4])])
+    b.nodes[-1].name = "bad_reshape"
+    return b.model([None, 4], [(b.gemm(h, 4, 3), H.FLOAT)], 13)  # type: ignore[arg-type]
+
+
+def test_impossible_reshape_names_the_node() -> None:
+    with pytest.raises(UnsupportedModelError, match=r"bad_reshape.*Reshape"):
+        explain(_bad_reshape(), X4)
+
+
+def test_onnxruntime_run_failure_is_wrapped() -> None:
+    """The forward session serves every batch size: a failure inside a node names the node and the shape."""
+    from onnxlrp.backend import get_backend
+    from onnxlrp.runtime import Forward
+
+    m = _bad_reshape()
+    fw = Forward(m, "x", m.graph.output[0].name, [n.output[0] for n in m.graph.node], get_backend("cpu"))
+    assert fw.run(X4)[m.graph.output[0].name].shape == (3, 3)
+    with pytest.raises(UnsupportedModelError, match=r"'bad_reshape' \(op Reshape\) on input shape \[1, 4\]"):
+        fw.run(X4[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. opset 7 (IR 3)
+
+
+def _cnn(opset: int, ir: int) -> onnx.ModelProto:
+    b = H.Builder(4)
+    h = b.relu(b.conv("x", 3, 4, [3, 3], pads=[1, 1, 1, 1]))
+    h = b.op("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
+    h = b.relu(b.conv(h, 4, 5, [3, 3], pads=[1, 1, 1, 1]))  # type: ignore[arg-type]
+    y = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [h])]), 5, 3)  # type: ignore[list-item]
+    inputs = [helper.make_tensor_value_info("x", H.FLOAT, ["N", 3, 6, 6])]
+    if ir < 4:  # IR 3: every initializer is also a graph input
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in b.inits]
+    g = helper.make_graph(b.nodes, "g", inputs, [helper.make_tensor_value_info(y, H.FLOAT, ["N", 3])], b.inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir
+    onnx.checker.check_model(m)
+    return m
+
+
+@pytest.mark.parametrize("shape_inference", [True, False])
+def test_opset7_classifier_explains_like_opset17(shape_inference: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not shape_inference:  # the run-the-model fallback must declare typed outputs
+        monkeypatch.setattr(G, "_infer_shapes", lambda skel: {})
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    old, new = Explainer(_cnn(7, 3), device="cpu"), Explainer(_cnn(17, 9), device="cpu")
+    np.testing.assert_array_equal(old.predict(x), new.predict(x))
+    for method in ("lrp", "gradient"):
+        a, b = old.explain(x, target=1, method=method), new.explain(x, target=1, method=method)
+        assert np.all(np.isfinite(a)) and np.abs(a).max() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. control flow
+
+
+def _loop_model() -> onnx.ModelProto:
+    b = H.Builder(1)
+    h = b.gemm("x", 4, 5)
+    body = helper.make_graph(
+        [helper.make_node("Relu", ["h_in"], ["h_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", H.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", H.FLOAT, None)])
+    trip, cond = b.const(np.array(2, np.int64)), b.const(np.array(True))
+    b.nodes.append(helper.make_node("Loop", [trip, cond, h], ["looped"], name="my_loop", body=body))
+    return b.model([None, 4], [(b.gemm("looped", 5, 3), H.FLOAT)], 13)
+
+
+def _if_model(constant_condition: bool) -> onnx.ModelProto:
+    b = H.Builder(2)
+    h = b.gemm("x", 4, 5)
+    then = helper.make_graph([helper.make_node("Relu", [h], ["t_out"])], "then", [],
+                             [helper.make_tensor_value_info("t_out", H.FLOAT, None)])
+    other = helper.make_graph([helper.make_node("Neg", [h], ["e_out"])], "else", [],
+                              [helper.make_tensor_value_info("e_out", H.FLOAT, None)])
+    if constant_condition:
+        cond = b.const(np.array(True))
+    else:
+        cond = b.op("Greater", [b.op("ReduceMax", [h], keepdims=0), b.const(np.float32(0))])  # type: ignore[list-item]
+    b.nodes.append(helper.make_node("If", [cond], ["branched"], name="my_if", then_branch=then, else_branch=other))
+    return b.model([None, 4], [(b.gemm("branched", 5, 3), H.FLOAT)], 13)
+
+
+def test_loop_on_the_path_is_refused_by_name() -> None:
+    H.ort_session(_loop_model())  # onnxruntime runs it
+    with pytest.raises(UnsupportedModelError, match=r"'my_loop' \(op Loop\) is control flow"):
+        explain(_loop_model(), X4)
+
+
+def test_data_dependent_if_is_refused_by_name() -> None:
+    with pytest.raises(UnsupportedModelError, match=r"'my_if' \(op If\) is control flow"):
+        explain(_if_model(False), X4)
+
+
+def test_constant_if_folds_away() -> None:
+    heat = explain(_if_model(True), X4)
+    assert heat is not None and heat.shape == X4.shape and np.all(np.isfinite(heat))
