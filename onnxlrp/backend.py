@@ -69,7 +69,11 @@ def get_backend(device: str = "auto") -> Backend:
     ``"auto"`` takes the GPU when CuPy sees one and quietly falls back to NumPy otherwise;
     ``"cuda"`` without a usable GPU raises :class:`DeviceError` saying why.
     """
-    device = (device or "auto").lower()
+    if device is None:
+        device = "auto"
+    if not isinstance(device, str):
+        raise DeviceError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    device = device.lower()
     if device == "cpu":
         return Backend(np, "cpu")
     if device in ("cuda", "gpu"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,16 @@ class Explainer:
 
     def layers(self, method: str | None = None, shape: Sequence[int] | None = None) -> list[dict[str, str]]:
         """The layer list (one dict per layer); with ``method``, the rule each layer gets."""
+        if shape is not None:
+            dims = self.prepared.input_dims
+            try:
+                shape = tuple(int(d) for d in shape)
+            except (TypeError, ValueError):
+                raise InputError(f"shape must be a sequence of whole numbers, not {shape!r}") from None
+            if (dims and len(shape) != len(dims)) or min(shape, default=0) < 1 or any(
+                    d is not None and d != s for d, s in zip(dims[1:], shape[1:], strict=False)):
+                raise InputError(f"shape {list(shape)} does not fit model input {self.input_name!r} "
+                                 f"{['?' if d is None else d for d in dims]}")
         plan = self._plan(tuple(shape)) if shape is not None else self._plan_any()
         rule_for = None
         if method is not None:
@@ -186,7 +196,20 @@ class Explainer:
 
     # ------------------------------------------------------------------ prediction
     def _check(self, x: Any) -> np.ndarray:
-        return check_input(x, self.prepared.input_dims, self.prepared.input_name)
+        """``x`` validated against the model input (rank, fixed dims, finite) as contiguous float32 NumPy."""
+        if isinstance(x, Mapping | str | bytes) or x is None:
+            raise InputError(f"the input must be an array of numbers shaped like model input "
+                             f"{self.prepared.input_name!r}, not {type(x).__name__}")
+        try:
+            if np.iscomplexobj(x):
+                raise InputError("the input is complex; the model takes real float32 numbers")
+            with np.errstate(over="ignore", invalid="ignore"):
+                xs = check_input(x, self.prepared.input_dims, self.prepared.input_name)
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise InputError(f"the input cannot be read as a float32 array ({exc.__class__.__name__}: {exc})") from None
+        if 0 in xs.shape:
+            raise InputError(f"the input has shape {list(xs.shape)}: every axis needs at least one element")
+        return xs
 
     def predict(self, x: Any) -> np.ndarray:
         """The class scores the explanations start from (pre-softmax logits), ``(N, classes)`` float32.

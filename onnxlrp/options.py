@@ -68,7 +68,8 @@ def as_bool(name: str, value: Any) -> bool:
 def as_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
     """``value`` (a scalar or an array broadcastable to ``shape``) as a finite float32 array of ``shape``."""
     try:
-        arr = np.asarray(value, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: caught as inf below
+            arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"option {name} must be a number or an array of numbers, not {_show(value)}") from None
     try:
@@ -122,13 +123,16 @@ def check_options(method: str, allowed: tuple[str, ...], options: Mapping[str, A
 
 def _class_array(name: str, value: Any) -> np.ndarray:
     """``value`` as an int64 array of class indices (validated types; ranges are checked later)."""
-    if isinstance(value, str | bytes) or (isinstance(value, np.ndarray) and value.dtype.kind in "USO"):
-        raise InputError(f"{name} must be class indices (integers), not {_show(value)}; class names are resolved "
-                         "from a label file by the command line (onnxlrp.cli.resolve_class)")
+    names = f"{name} must be class indices (integers), not {_show(value)}; class names are resolved " \
+        "from a label file by the command line (onnxlrp.cli.resolve_class)"
+    if isinstance(value, str | bytes):
+        raise InputError(names)
     try:
         t = np.asarray(value)
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"{name} must be integers or a sequence of integers, not {_show(value)}") from None
+    if t.dtype.kind in "USV" or (t.dtype.kind == "O" and any(isinstance(v, str | bytes) for v in t.ravel())):
+        raise InputError(names)
     if t.dtype.kind == "O":  # Python ints beyond int64, mixed types, ragged lists
         try:
             t = np.asarray([int(v) for v in t.ravel()], dtype=object).reshape(t.shape)

@@ -184,11 +184,13 @@ class BatchNormZ(Rule):
         if g is None:
             return [None]
         xp = ctx.xp
-        x, y = ins[0], outs[0]
+        # the products of two activations are formed in float64: in float32 they overflow for
+        # activations beyond ~1e19 (inf / inf = NaN), while their ratio is of order one
+        x, y = ins[0].astype(xp.float64), outs[0].astype(xp.float64)
         num = x * (y - layer.channel(xp, layer.beta))  # type: ignore[attr-defined]
         den = (x - layer.channel(xp, layer.mean)) * y  # type: ignore[attr-defined]
         den = SafeDivide()(xp, SignEpsilon(1e-7)(xp, den))
-        return [g * (num / den)]
+        return [g * (num / den).astype(g.dtype)]
 
 
 class GuidedReLU(Rule):
