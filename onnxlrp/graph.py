@@ -346,6 +346,7 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     else:
         chosen = float_outputs[0]
 
+    order = _topological_order(g)
     producers = {o: n for n in g.node for o in n.output}
     explained, stripped = chosen, None
     name = chosen
@@ -362,12 +363,90 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
 
     new = onnx.ModelProto()
     new.CopyFrom(model)
+    if order is not None:  # acyclic but not sorted: store the nodes in an order that runs
+        nodes = [new.graph.node[i] for i in order]
+        sorted_nodes = [onnx.NodeProto() for _ in nodes]
+        for dst, src in zip(sorted_nodes, nodes, strict=True):
+            dst.CopyFrom(src)
+        del new.graph.node[:]
+        new.graph.node.extend(sorted_nodes)
     del new.graph.output[:]
     new.graph.output.append(helper.make_tensor_value_info(explained, _FLOAT, None))
     _prune(new.graph, explained)
     meta = {p.key: p.value for p in model.metadata_props}
     weights = detach_weights(new, check_finite=False)  # load_model checked every tensor
     return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta, weights)
+
+
+def _captured(node: onnx.NodeProto) -> list[str]:
+    """Tensors the sub-graphs of ``node`` read from the enclosing scope (and their own names)."""
+    names: list[str] = []
+    for a in node.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for sub in g.node:
+                names.extend(i for i in sub.input if i)
+                names.extend(_captured(sub))
+    return names
+
+
+def _topological_order(g: onnx.GraphProto) -> list[int] | None:
+    """Check that the graph's nodes can run: no tensor written twice, no undefined input, no cycle.
+
+    Returns None when the nodes are already in topological order (the usual case), else an order
+    that is. Raises :class:`UnsupportedModelError` naming the node and tensor. Linear time.
+    """
+    defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    defined |= {s.values.name for s in g.sparse_initializer}
+    producer: dict[str, int] = {}
+    for k, node in enumerate(g.node):
+        for o in node.output:
+            if not o:
+                continue
+            if o in producer or o in defined:
+                first = g.node[producer[o]] if o in producer else None
+                other = f"by {_node_label(first)}" if first is not None else "as a graph input or initializer"
+                raise UnsupportedModelError(
+                    f"tensor {o!r} is written by {_node_label(node)} and already {other}: "
+                    "every tensor must have one producer"
+                )
+            producer[o] = k
+    deps: list[set[int]] = []
+    in_order = True
+    for k, node in enumerate(g.node):
+        mine: set[int] = set()
+        for i in [*node.input, *_captured(node)]:
+            if i in defined:
+                continue
+            p = producer.get(i)
+            if p is None:
+                if i in node.input:
+                    raise UnsupportedModelError(
+                        f"{_node_label(node)} reads tensor {i!r}, which no node, input or initializer defines"
+                    )
+                continue  # a sub-graph's own tensor
+            mine.add(p)
+            in_order &= p < k
+        deps.append(mine)
+    if in_order:
+        return None
+    users: list[list[int]] = [[] for _ in g.node]
+    waiting = [len(d) for d in deps]
+    for k, d in enumerate(deps):
+        for p in d:
+            users[p].append(k)
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    order: list[int] = []
+    while ready:
+        k = ready.pop()
+        order.append(k)
+        for u in users[k]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(order) < len(g.node):
+        k = next(k for k, w in enumerate(waiting) if w > 0)
+        raise UnsupportedModelError(f"{_node_label(g.node[k])} is part of a cycle in the graph; refused")
+    return order
 
 
 def detach_weights(model: onnx.ModelProto, min_elements: int = 1024,
@@ -454,12 +533,19 @@ def canonicalize(prepared: PreparedModel, shape: tuple[int, ...]) -> onnx.ModelP
     del g.value_info[:]
     for o in g.output:
         o.type.tensor_type.ClearField("shape")
+    unknown = [n for n in g.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)]
+    if unknown:
+        raise UnsupportedModelError(
+            "the model cannot be explained: "
+            + "; ".join(f"{_node_label(n)}: op type {n.op_type} is not an ONNX op" for n in unknown[:5])
+        )
     with tempfile.TemporaryDirectory(prefix="onnxlrp-") as tmp:
         out = os.path.join(tmp, "canonical.onnx")
         try:
             make_session(m, weights=prepared.weights, basic=True, optimized_path=out)
         except Exception as exc:  # noqa: BLE001
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            msg = msg.removeprefix("onnxruntime cannot load the model: ")
             raise UnsupportedModelError(
                 f"onnxruntime cannot load this model with input shape {list(shape)}: {msg}"
             ) from None
@@ -642,7 +728,7 @@ def _shapes_by_running(model: onnx.ModelProto, input_name: str, input_shape: tup
     for n in names:
         if n not in have:
             m.graph.output.append(helper.make_tensor_value_info(n, types[n], None))
-    sess = make_session(m, weights=weights)
+    sess = make_session(m, weights=weights, basic=True)  # basic: onnxruntime keeps the model's node names
     outs = run_session(sess, names, input_name, np.zeros(input_shape, np.float32))
     return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, outs, strict=True)}
 

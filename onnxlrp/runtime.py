@@ -80,7 +80,7 @@ def session_options(threads: int | None = None) -> Any:
     """
     ort = onnxruntime()
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: every failure reaches the user as an onnxlrp error instead
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads:

@@ -21,9 +21,11 @@ import helpers_onnx as H
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxlrp import Explainer, ModelLoadError, OnnxLrpError, UnsupportedModelError
+from onnxlrp import Explainer, InputError, ModelLoadError, OnnxLrpError, UnsupportedModelError
 from onnxlrp import graph as G
 from onnxlrp.paths import MAX_MODEL_BYTES
 
@@ -521,3 +523,176 @@ def test_data_dependent_if_is_refused_by_name() -> None:
 def test_constant_if_folds_away() -> None:
     heat = explain(_if_model(True), X4)
     assert heat is not None and heat.shape == X4.shape and np.all(np.isfinite(heat))
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. fuzz: what an attacker or a broken exporter would hand us
+
+
+def outcome_ok(source: object, x: np.ndarray = X4) -> None:
+    """The documented outcome: an OnnxLrpError, or a finite explanation shaped like ``x``."""
+    try:
+        heat = explain(source, x)
+    except OnnxLrpError:
+        return
+    assert heat is not None and heat.shape == x.shape and np.all(np.isfinite(heat))
+
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_random_bytes(data: bytes) -> None:
+    with pytest.raises(ModelLoadError):
+        explain(data)
+
+
+@FUZZ
+@given(st.data())
+def test_truncated_model(data: st.DataObject) -> None:
+    full = mlp().SerializeToString()
+    cut = data.draw(st.integers(0, len(full) - 1))
+    outcome_ok(full[:cut])
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4))
+def test_mutated_bytes(flips: list[tuple[int, int]]) -> None:
+    data = bytearray(mlp().SerializeToString())
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    outcome_ok(bytes(data))
+
+
+@pytest.mark.parametrize("data", [
+    b"\x08\x08\x3a\x05hello",  # field 7 (graph) holding a string that is no GraphProto
+    b"\x08\x08\x38\x05",  # field 7 (graph) as a varint: the wrong wire type
+    b"\x08" + b"\xff" * 20,  # a varint that never ends
+    b"\x3a\xff\xff\xff\xff\x0f",  # a length far beyond the data
+])
+def test_protobuf_with_wrong_field_types(data: bytes) -> None:
+    with pytest.raises(ModelLoadError, match="not an ONNX model|no graph nodes"):
+        explain(data)
+
+
+def test_cycle_is_refused() -> None:
+    m = mlp()
+    relu = m.graph.node[1]
+    relu.input[0] = "loopback"
+    m.graph.node.append(helper.make_node("Relu", [relu.output[0]], ["loopback"], name="back"))
+    with pytest.raises(UnsupportedModelError, match=r"(Relu_6|back).*cycle"):
+        explain(m, X4)
+
+
+def test_unsorted_graph_is_sorted() -> None:
+    m = mlp()
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes[::-1])
+    np.testing.assert_array_equal(explain(m, X4), explain(mlp(), X4))
+
+
+def test_undefined_tensor_is_refused() -> None:
+    m = mlp()
+    m.graph.node[1].input[0] = "ghost"
+    with pytest.raises(UnsupportedModelError, match=r"'Relu_6' \(Relu\) reads tensor 'ghost'"):
+        explain(m, X4)
+
+
+@pytest.mark.parametrize("clash", ["node", "input", "initializer"])
+def test_tensor_written_twice_is_refused(clash: str) -> None:
+    m = mlp()
+    name = {"node": m.graph.node[1].output[0], "input": "x", "initializer": m.graph.initializer[0].name}[clash]
+    m.graph.node.append(helper.make_node("Relu", ["x"], [name], name="dup"))
+    with pytest.raises(UnsupportedModelError, match=rf"'{name}' is written by node 'dup'.*one producer"):
+        explain(m, X4)
+
+
+def test_empty_names() -> None:
+    m = mlp()
+    for n in m.graph.node:
+        n.name = ""
+    np.testing.assert_array_equal(explain(m, X4), explain(mlp(), X4))  # nodes are named by their outputs
+    m = mlp()
+    m.graph.input[0].name = ""
+    m.graph.node[0].input[0] = ""
+    with pytest.raises(UnsupportedModelError, match="Gemm_4"):
+        explain(m, X4)
+
+
+def test_zero_sized_dimension() -> None:
+    m = mlp()
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 0
+    with pytest.raises(OnnxLrpError, match=r"Gemm_4.*\b0\b"):
+        explain(m, X4)
+
+
+def test_huge_declared_dimension_allocates_nothing() -> None:
+    b = H.Builder(1)
+    y = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", ["x"])]), 3, 2)  # type: ignore[list-item]
+    m = b.model([None, 3, 10**6, 10**6], [(y, H.FLOAT)], 13)
+    ex = Explainer(m, device="cpu")  # the graph is checked for [1, 3, 1e6, 1e6] without running it
+    assert ex.input_shape == [None, 3, 10**6, 10**6]
+    with pytest.raises(InputError, match=r"\[1, 3, 4, 4\].*1000000"):
+        ex.explain(np.ones((1, 3, 4, 4), np.float32), target=0)
+
+
+def _conv_model(**attrs: object) -> onnx.ModelProto:
+    b = H.Builder(1)
+    kw: dict[str, object] = {"kernel_shape": [3, 3], **attrs}
+    w = b.const(b.weight([4, 2 if kw.get("group", 1) != 1 else 4, 3, 3], 9))
+    h = b.op("Conv", ["x", w], **kw)
+    b.nodes[-1].name = "evil_conv"
+    y = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [h])]), 4, 2)  # type: ignore[list-item]
+    g = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", H.FLOAT, ["N", 4, 6, 6])],
+                          [helper.make_tensor_value_info(y, H.FLOAT, None)], b.inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 9
+    return m
+
+
+@pytest.mark.parametrize(("attrs", "message"), [
+    ({"kernel_shape": [0, 0]}, "kernel_shape"),
+    ({"kernel_shape": [9, 9]}, "kernel_shape"),
+    ({"strides": [0, 0]}, "strides"),
+    ({"dilations": [0, 0]}, "dilations"),
+    ({"pads": [-1, -1, -1, -1]}, "pads"),
+    ({"pads": [1, 1]}, "pads"),
+    ({"group": 3}, "channels"),
+])
+def test_conv_with_garbage_attributes(attrs: dict[str, object], message: str) -> None:
+    with pytest.raises(UnsupportedModelError, match=rf"evil_conv.*{message}"):
+        explain(_conv_model(**attrs), np.ones((1, 4, 6, 6), np.float32))
+
+
+def test_output_that_is_not_float_or_missing() -> None:
+    b = H.Builder(1)
+    y = b.op("ArgMax", [b.gemm("x", 4, 3)], axis=1)
+    with pytest.raises(UnsupportedModelError, match=r"no float32 tensor output.*argmax"):
+        explain(b.model([None, 4], [(y, TensorProto.INT64)], 13))  # type: ignore[list-item]
+    m = mlp()
+    del m.graph.output[:]
+    with pytest.raises(UnsupportedModelError, match=r"no float32 tensor output.*\(outputs: \)"):
+        explain(m)
+
+
+def test_unicode_and_very_long_names(tmp_path: Path) -> None:
+    m = mlp()
+    rename: dict[str, str] = {}
+    for k, n in enumerate(m.graph.node):
+        n.name = "名前🙂" * 2500 + str(k)  # 10 000 characters
+        for j, o in enumerate(n.output):
+            rename[o] = "τένσορ/\\:*?<>|" * 700 + f"{k}_{j}"
+    for n in m.graph.node:
+        n.input[:] = [rename.get(i, i) for i in n.input]
+        n.output[:] = [rename.get(o, o) for o in n.output]
+    for o in m.graph.output:
+        o.name = rename[o.name]
+    path = tmp_path / "ünïcødé 模型.onnx"
+    onnx.save(m, str(path))
+    np.testing.assert_array_equal(explain(path, X4, "lrp"), explain(mlp(), X4, "lrp"))
+    m.graph.node[1].op_type = "Zebra"
+    with pytest.raises(UnsupportedModelError, match="名前🙂.*Zebra") as info:
+        explain(m, X4)
+    assert len(str(info.value)) < 60_000
