@@ -48,7 +48,8 @@ def _weight_mod(key: str) -> Callable[[np.ndarray], np.ndarray]:
 
 @dataclass(frozen=True)
 class Term:
-    """One ``sign · W_t x_t`` summand: input modifier (``x``, ``x+``, ``x-``, ``ones``, ``low``, ``high``)."""
+    """One ``sign · W_t x_t`` summand: input modifier (``x``, ``x+``, ``x-``, ``ones``, ``low``, ``high``,
+    ``x-low``, ``x-high``)."""
 
     inp: str
     w: str
@@ -176,21 +177,29 @@ class _Inputs:
         if key == "ones":
             return None
         if key not in self._made:
-            xp, layer = self.ctx.xp, self.layer
+            xp = self.ctx.xp
             if key == "x+":
                 self._made[key] = xp.maximum(self.x, 0)
             elif key == "x-":
                 self._made[key] = xp.minimum(self.x, 0)
+            elif key in ("x-low", "x-high"):
+                low, high = self._bounds()
+                self._made[key] = self.x - (low if key == "x-low" else high)
             else:
-                if layer.inputs[0] not in self.ctx.bounds:
-                    raise UnsupportedModelError(
-                        f"node {layer.name!r} (op {layer.op_type}) needs input bounds (low/high) for its input "
-                        f"{layer.inputs[0]!r}, which cannot be mapped from the model input through the layers "
-                        "before it"
-                    )
-                low, high = self.ctx.bounds[layer.inputs[0]]
+                low, high = self._bounds()
                 self._made[key] = low if key == "low" else high
         return self._made[key]
+
+    def _bounds(self) -> tuple[Array, Array]:
+        """The Z^B bounds ``(low, high)`` of this layer's input."""
+        layer = self.layer
+        if layer.inputs[0] not in self.ctx.bounds:
+            raise UnsupportedModelError(
+                f"node {layer.name!r} (op {layer.op_type}) needs input bounds (low/high) for its input "
+                f"{layer.inputs[0]!r}, which cannot be mapped from the model input through the layers "
+                "before it"
+            )
+        return self.ctx.bounds[layer.inputs[0]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,8 +269,11 @@ def flat(stab: Stabilizer) -> LinearRule:
 
 
 def zbox(stab: Stabilizer) -> LinearRule:
-    """Z^B (bounded input): ``z = Wx − W⁺l − W⁻h``, ``R_in = x⊙Wᵀs − l⊙W⁺ᵀs − h⊙W⁻ᵀs``, no bias."""
-    return LinearRule(
-        "z-box",
-        [Group((Term("x", "id"), Term("low", "pos", -1.0), Term("high", "neg", -1.0)), None, stab)],
-    )
+    """Z^B (bounded input): ``z = Wx − W⁺l − W⁻h``, ``R_in = x⊙Wᵀs − l⊙W⁺ᵀs − h⊙W⁻ᵀs``, no bias.
+
+    Computed in the equal form ``z = W⁺(x − l) + W⁻(x − h)``, ``R_in = (x − l)⊙W⁺ᵀs + (x − h)⊙W⁻ᵀs``:
+    both parts of ``z`` are ≥ 0, so nothing cancels, and an input at its bound (the default bounds
+    are each sample's own minimum and maximum) gets exactly 0 where the three-product form left
+    float32 rounding noise amplified by ``1/z`` — noise that even depended on the batch size.
+    """
+    return LinearRule("z-box", [Group((Term("x-low", "pos"), Term("x-high", "neg")), None, stab)])
