@@ -39,6 +39,8 @@ from ..errors import InputError, OnnxLrpError
 __all__ = [
     "FORMAT",
     "SCHEMA",
+    "SHARD_SIZE",
+    "Shard",
     "ShardState",
     "StoreError",
     "StoreMismatchError",
@@ -47,6 +49,7 @@ __all__ = [
     "committed_state",
     "image_id",
     "part_name",
+    "plan_shards",
     "read_heatmaps",
     "read_manifest",
     "read_table",
@@ -185,6 +188,7 @@ def check_or_write_manifest(out: str | os.PathLike[str], manifest: dict[str, Any
     o = Path(out)
     if o.exists() and not o.is_dir():
         raise StoreError(f"--output {o} exists and is not a folder")
+    manifest = json.loads(json.dumps(manifest))  # tuples become lists, as in the file
     continued = False
     if (o / MANIFEST).exists():
         old = read_manifest(o)
@@ -310,6 +314,40 @@ def committed_state(out: str | os.PathLike[str]) -> ShardState:
         st.parts += 1
         st.next_seq = max(st.next_seq, int(m.group(1)) + 1)
     return st
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A shard of the work: its sequence number and its images' absolute paths (sorted)."""
+
+    seq: int
+    paths: tuple[str, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        """The image ids of the shard's images, in order."""
+        return [image_id(p) for p in self.paths]
+
+    @property
+    def name(self) -> str:
+        """The final file name of the shard's part."""
+        return part_name(self.seq, self.ids)
+
+
+#: Images per shard (the unit of commit and of resume).
+SHARD_SIZE = 64
+
+
+def plan_shards(paths: Sequence[str], state: ShardState, size: int = SHARD_SIZE) -> list[Shard]:
+    """The shards still to do: the sorted, de-duplicated ``paths`` not done in ``state``, cut into
+    consecutive shards of ``size``, numbered from ``state.next_seq``.
+
+    Deterministic: the same inputs and committed parts give the same shards (so a shard computed
+    twice is committed under the same name).
+    """
+    todo = [p for p in sorted(set(paths)) if image_id(p) not in state.done]
+    size = max(1, int(size))
+    return [Shard(state.next_seq + k, tuple(todo[i:i + size])) for k, i in enumerate(range(0, len(todo), size))]
 
 
 def write_errors(out: str | os.PathLike[str], errors: Iterable[dict[str, str]]) -> Path:
