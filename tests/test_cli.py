@@ -376,3 +376,47 @@ def test_readme_pictures_are_what_the_readme_command_writes(
         fresh = np.asarray(Image.open(zebra_run[1] / name).convert("RGB"), dtype=np.int16)
         assert committed.shape == fresh.shape
         assert np.abs(committed - fresh).max() <= 2, f"docs/images/{name} is stale: rerun the README command"
+
+
+# ------------------------------------------------------------------ high-bit-depth photos (in-process)
+
+
+def _png48(path: Path, rgb16: np.ndarray) -> None:
+    """A 48-bit RGB PNG written by hand (Pillow writes no 16-bit colour PNG)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_photos_predict_as_their_8_bit_originals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The zebra photo as 16-bit grey and 48-bit RGB PNGs: the same top-5 and probabilities as the 8-bit files
+    (Pillow's own I;16 -> RGB conversion would make the grey one white: another prediction)."""
+    from onnxlrp.cli import main
+
+    with Image.open(PHOTO3) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    files = {"rgb8.png": None, "rgb48.png": None, "grey8.png": None, "grey16.png": None}
+    Image.fromarray(rgb).save(tmp_path / "rgb8.png")
+    _png48(tmp_path / "rgb48.png", rgb.astype(np.uint16) * 257)
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    code = main(["explain", str(MODEL), *(str(tmp_path / f) for f in files), "-m", "gradient", "-o",
+                 str(tmp_path / "out")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    for f in files:
+        i = out.index(str(tmp_path / f))
+        files[f] = [line.split()[-1] for line in out[i + 1 : i + 6]], [line.split()[1] for line in out[i + 1 : i + 6]]
+    assert files["rgb48.png"] == files["rgb8.png"] and files["rgb8.png"][1][0] == "340"
+    assert files["grey16.png"] == files["grey8.png"]
+    with Image.open(tmp_path / "grey16.png") as im:
+        clipped = np.asarray(im.convert("RGB"))
+    assert (clipped == 255).mean() > 0.95  # what the test guards against: Pillow's conversion makes it white
