@@ -13,12 +13,14 @@ Nothing here runs a tensor op of the model.
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import onnx
@@ -34,12 +36,39 @@ from .paths import MAX_MODEL_BYTES, confined, read_bounded, regular_file
 _SOFTMAX = {"Softmax", "LogSoftmax"}
 IN_MEMORY = "onnxlrp-weights-in-memory"  # external-data location of detached weights
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 _FLOAT = onnx.TensorProto.FLOAT
+
+
+
+def _gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` with Python's cyclic garbage collector paused (and restored after).
+
+    Preparing a graph of 100 000 nodes allocates millions of small, acyclic objects; each
+    allocation burst triggers full collections that scan every live object, which cost a third
+    of the preparation time (measured: 12.0 s → 7.8 s CPU for 100 000 nodes). Reference
+    counting still frees everything as usual.
+    """
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+
+    return run
+
 
 # ---------------------------------------------------------------------------------------------
 # loading
 
 
+@_gc_paused
 def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx.ModelProto:
     """Read an ONNX model from a path, bytes or a ModelProto and check it before anything runs it.
 
@@ -300,6 +329,7 @@ class PreparedModel:
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # detached initializer data (stubs in model)
 
 
+@_gc_paused
 def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     """Pick the explained input and output, strip a trailing Softmax/LogSoftmax, prune the rest."""
     g = model.graph
@@ -346,33 +376,37 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     else:
         chosen = float_outputs[0]
 
-    order = _topological_order(g)
-    producers = {o: n for n in g.node for o in n.output}
+    io = [(_reads(n), list(n.output)) for n in g.node]
+    order, producer = _topological_order(g, io)
     explained, stripped = chosen, None
     name = chosen
     for _ in range(8):  # walk back over identities to a softmax
-        node = producers.get(name)
-        if node is None:
+        k = producer.get(name)
+        if k is None:
             break
-        if node.op_type in ("Identity",):
+        node = g.node[k]
+        if node.op_type in ("Identity",) and node.input:
             name = node.input[0]
             continue
-        if node.op_type in _SOFTMAX:
+        if node.op_type in _SOFTMAX and node.input:
             explained, stripped = node.input[0], node.op_type
         break
+    keep, used = _needed(explained, io, producer)
 
     new = onnx.ModelProto()
     new.CopyFrom(model)
-    if order is not None:  # acyclic but not sorted: store the nodes in an order that runs
-        nodes = [new.graph.node[i] for i in order]
-        sorted_nodes = [onnx.NodeProto() for _ in nodes]
-        for dst, src in zip(sorted_nodes, nodes, strict=True):
-            dst.CopyFrom(src)
-        del new.graph.node[:]
-        new.graph.node.extend(sorted_nodes)
-    del new.graph.output[:]
-    new.graph.output.append(helper.make_tensor_value_info(explained, _FLOAT, None))
-    _prune(new.graph, explained)
+    ng = new.graph
+    nodes = [ng.node[k] for k in (order if order is not None else range(len(io))) if k in keep]
+    del ng.node[:]
+    ng.node.extend(nodes)
+    inits = [t for t in ng.initializer if t.name in used]
+    del ng.initializer[:]
+    ng.initializer.extend(inits)
+    vis = [v for v in ng.value_info if v.name in used]
+    del ng.value_info[:]
+    ng.value_info.extend(vis)
+    del ng.output[:]
+    ng.output.append(helper.make_tensor_value_info(explained, _FLOAT, None))
     meta = {p.key: p.value for p in model.metadata_props}
     weights = detach_weights(new, check_finite=False)  # load_model checked every tensor
     return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta, weights)
@@ -389,46 +423,58 @@ def _captured(node: onnx.NodeProto) -> list[str]:
     return names
 
 
-def _topological_order(g: onnx.GraphProto) -> list[int] | None:
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors a node reads: its inputs, and for control flow (or custom ops) what its sub-graphs capture."""
+    ins = list(node.input)
+    if node.op_type in _CONTROL_FLOW or node.domain not in ("", "ai.onnx"):
+        ins += _captured(node)
+    return ins
+
+
+def _topological_order(g: onnx.GraphProto, io: list[tuple[list[str], list[str]]]
+                       ) -> tuple[list[int] | None, dict[str, int]]:
     """Check that the graph's nodes can run: no tensor written twice, no undefined input, no cycle.
 
-    Returns None when the nodes are already in topological order (the usual case), else an order
-    that is. Raises :class:`UnsupportedModelError` naming the node and tensor. Linear time.
+    ``io[k]`` holds what node ``k`` reads (:func:`_reads`) and writes. Returns ``(order,
+    producer)``: ``order`` is None when the nodes are already in topological order (the usual
+    case), else an order that is; ``producer`` maps each tensor to the index of its node. Raises
+    :class:`UnsupportedModelError` naming the node and tensor. Linear time.
     """
     defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
     defined |= {s.values.name for s in g.sparse_initializer}
     producer: dict[str, int] = {}
-    for k, node in enumerate(g.node):
-        for o in node.output:
+    for k, (_, outs) in enumerate(io):
+        for o in outs:
             if not o:
                 continue
             if o in producer or o in defined:
                 first = g.node[producer[o]] if o in producer else None
                 other = f"by {_node_label(first)}" if first is not None else "as a graph input or initializer"
                 raise UnsupportedModelError(
-                    f"tensor {o!r} is written by {_node_label(node)} and already {other}: "
+                    f"tensor {o!r} is written by {_node_label(g.node[k])} and already {other}: "
                     "every tensor must have one producer"
                 )
             producer[o] = k
-    deps: list[set[int]] = []
+    deps: list[list[int]] = []
     in_order = True
-    for k, node in enumerate(g.node):
-        mine: set[int] = set()
-        for i in [*node.input, *_captured(node)]:
+    for k, (ins, _) in enumerate(io):
+        mine: list[int] = []
+        for i in ins:
             if i in defined:
                 continue
             p = producer.get(i)
             if p is None:
-                if i in node.input:
+                if i in g.node[k].input:
                     raise UnsupportedModelError(
-                        f"{_node_label(node)} reads tensor {i!r}, which no node, input or initializer defines"
+                        f"{_node_label(g.node[k])} reads tensor {i!r}, which no node, input or initializer defines"
                     )
                 continue  # a sub-graph's own tensor
-            mine.add(p)
+            mine.append(p)
             in_order &= p < k
         deps.append(mine)
     if in_order:
-        return None
+        return None, producer
+    deps = [sorted(set(d)) for d in deps]
     users: list[list[int]] = [[] for _ in g.node]
     waiting = [len(d) for d in deps]
     for k, d in enumerate(deps):
@@ -446,7 +492,7 @@ def _topological_order(g: onnx.GraphProto) -> list[int] | None:
     if len(order) < len(g.node):
         k = next(k for k, w in enumerate(waiting) if w > 0)
         raise UnsupportedModelError(f"{_node_label(g.node[k])} is part of a cycle in the graph; refused")
-    return order
+    return order, producer
 
 
 def detach_weights(model: onnx.ModelProto, min_elements: int = 1024,
@@ -478,9 +524,8 @@ def detach_weights(model: onnx.ModelProto, min_elements: int = 1024,
     return weights
 
 
-def _prune(graph: onnx.GraphProto, output: str) -> None:
-    """Keep only the nodes (and initializers) the output depends on."""
-    producers = {o: i for i, n in enumerate(graph.node) for o in n.output}
+def _needed(output: str, io: list[tuple[list[str], list[str]]], producer: dict[str, int]) -> tuple[set[int], set[str]]:
+    """The nodes (indices) the output depends on, and every tensor name they read or write."""
     keep: set[int] = set()
     stack = [output]
     seen: set[str] = set()
@@ -489,24 +534,12 @@ def _prune(graph: onnx.GraphProto, output: str) -> None:
         if t in seen:
             continue
         seen.add(t)
-        i = producers.get(t)
-        if i is None or i in keep:
+        k = producer.get(t)
+        if k is None or k in keep:
             continue
-        keep.add(i)
-        node = graph.node[i]
-        stack.extend(n for n in node.input if n)
-        for a in node.attribute:  # sub-graphs may capture outer tensors
-            if a.type == onnx.AttributeProto.GRAPH:
-                stack.extend(n for sub in a.g.node for n in sub.input if n)
-    nodes = [n for i, n in enumerate(graph.node) if i in keep]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    inits = [t for t in graph.initializer if t.name in seen]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    vis = [v for v in graph.value_info if v.name in seen]
-    del graph.value_info[:]
-    graph.value_info.extend(vis)
+        keep.add(k)
+        stack.extend(n for n in io[k][0] if n)
+    return keep, seen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,14 +676,14 @@ def _fold_constant_node(node: onnx.NodeProto, consts: dict[str, np.ndarray], ops
 _SMALL = 4096  # constants with at most this many elements stay values during shape inference
 
 
-def _skeleton(model: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],
+def _skeleton(model: onnx.ModelProto, nodes: list[_Node], consts: dict[str, np.ndarray],
               input_name: str, input_shape: tuple[int, ...]) -> onnx.ModelProto:
     """The dynamic part of the graph with small constants as values and big ones as typed inputs.
 
     Shape inference needs the weights' shapes but not their values, so this keeps it cheap
     on models with hundreds of megabytes of weights.
     """
-    used = {n for node in nodes for n in node.input if n in consts}
+    used = {n for nd in nodes for n in nd.inputs if n in consts}
     inputs = [helper.make_tensor_value_info(input_name, _FLOAT, list(input_shape))]
     inits = []
     for name in sorted(used):
@@ -659,7 +692,7 @@ def _skeleton(model: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: dict[
             inits.append(numpy_helper.from_array(np.asarray(c), name))
         else:
             inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(c.dtype), list(c.shape)))
-    g = helper.make_graph(nodes, "skeleton", inputs, [], initializer=inits)
+    g = helper.make_graph([nd.proto for nd in nodes], "skeleton", inputs, [], initializer=inits)
     m = helper.make_model(g, opset_imports=list(model.opset_import))
     m.ir_version = max(int(model.ir_version), 4)  # IR 3 wanted every initializer among the inputs
     return m
@@ -681,35 +714,58 @@ def _infer_shapes(skel: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+@dataclass
+class _Node:
+    """A node with its op, domain and tensor names read once from the protobuf (field access is slow)."""
+
+    proto: onnx.NodeProto
+    op_type: str
+    standard: bool  # default ONNX domain
+    inputs: list[str]  # positional: "" for an absent optional input; sub-graph captures appended
+    outputs: list[str]  # non-empty names only
+
+    @classmethod
+    def of(cls, node: onnx.NodeProto) -> _Node:
+        op, domain = node.op_type, node.domain
+        inputs = list(node.input)
+        if op in _CONTROL_FLOW:
+            inputs += [c for c in _captured(node) if c not in inputs]
+        return cls(node, op, domain in ("", "ai.onnx"), inputs, [o for o in node.output if o])
+
+
 def _fold(model: onnx.ModelProto, consts: dict[str, np.ndarray], input_name: str,
-          input_shape: tuple[int, ...], opset: int) -> tuple[list[onnx.NodeProto], dict[str, tuple[int, ...]]]:
+          input_shape: tuple[int, ...], opset: int) -> tuple[list[_Node], dict[str, tuple[int, ...]]]:
     """Constant-fold the graph for a fixed input shape: ``Shape``/``Size`` of tensors whose shape
     is known become constants, and so does every node whose inputs are all constant (exporters'
-    shape arithmetic, run-time padding sub-graphs). Returns the remaining nodes and the shapes."""
-    nodes = [n for n in model.graph.node if n.op_type != "Constant"]
+    shape arithmetic, run-time padding sub-graphs). Returns the remaining nodes and the shapes.
+
+    Each pass is linear; a pass runs ONNX shape inference once; passes repeat only while a
+    ``Shape``/``Size`` became foldable (at most 16).
+    """
+    nodes = [_Node.of(n) for n in model.graph.node if n.op_type != "Constant"]
     shapes: dict[str, tuple[int, ...]] = {}
     for _ in range(16):
         changed = False
-        for node in nodes:
-            outs = [o for o in node.output if o]
-            if all(o in consts for o in outs) or node.domain not in ("", "ai.onnx"):
+        for nd in nodes:
+            outs = nd.outputs
+            if not nd.standard or all(o in consts for o in outs):
                 continue
-            if node.op_type in ("Shape", "Size") and node.input[0] in shapes:
-                shp = np.array(shapes[node.input[0]], dtype=np.int64)
-                if node.op_type == "Size":
+            if nd.op_type in ("Shape", "Size") and nd.inputs and nd.inputs[0] in shapes:
+                shp = np.array(shapes[nd.inputs[0]], dtype=np.int64)
+                if nd.op_type == "Size":
                     consts[outs[0]] = np.array(int(np.prod(shp)), dtype=np.int64)
                 else:
-                    start = next((a.i for a in node.attribute if a.name == "start"), 0)
-                    end = next((a.i for a in node.attribute if a.name == "end"), None)
+                    start = next((a.i for a in nd.proto.attribute if a.name == "start"), 0)
+                    end = next((a.i for a in nd.proto.attribute if a.name == "end"), None)
                     consts[outs[0]] = shp[start:end]
                 changed = True
-            elif node.input and all((not n) or n in consts for n in node.input):
-                changed |= _fold_constant_node(node, consts, opset)
-        nodes = [n for n in nodes if not all(o in consts for o in n.output if o)]
+            elif nd.inputs and all((not n) or n in consts for n in nd.inputs):
+                changed |= _fold_constant_node(nd.proto, consts, opset)
+        nodes = [nd for nd in nodes if not all(o in consts for o in nd.outputs)]
         shapes = {input_name: tuple(input_shape)}
         shapes.update(_infer_shapes(_skeleton(model, nodes, consts, input_name, input_shape)))
         pending = any(
-            n.op_type in ("Shape", "Size") and n.input[0] in shapes for n in nodes
+            nd.op_type in ("Shape", "Size") and nd.inputs and nd.inputs[0] in shapes for nd in nodes
         )
         if not changed and not pending:
             break
@@ -775,6 +831,7 @@ def _elem_types(model: onnx.ModelProto, names: list[str]) -> dict[str, int]:
     return {n: known.get(n, _FLOAT) or _FLOAT for n in names}
 
 
+@_gc_paused
 def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
                 input_shape: tuple[int, ...], weights: dict[str, np.ndarray] | None = None) -> Graph:
     """Turn the canonical model into layers; refuse (listing every culprit) what cannot be explained."""
@@ -782,9 +839,9 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     weights = weights or {}
     consts = _constants(canon, weights)
     dyn_nodes, shapes = _fold(canon, consts, input_name, input_shape, opset)
-    on_path = _on_path_nodes(dyn_nodes, input_name, output_name)
-    flow = [n for n in dyn_nodes if n.output and n.output[0] in on_path and n.op_type in _CONTROL_FLOW
-            and n.domain in ("", "ai.onnx")]
+    on_path = _on_path(dyn_nodes, [[i for i in nd.inputs if i] for nd in dyn_nodes],
+                       [nd.outputs for nd in dyn_nodes], input_name, output_name)
+    flow = [nd.proto for nd in on_path if nd.op_type in _CONTROL_FLOW and nd.standard]
     if flow:
         ops = "/".join(sorted({n.op_type for n in flow}))
         raise UnsupportedModelError(
@@ -793,32 +850,33 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
             + f" on the path from the input to the output, and onnxlrp does not explain {ops}."
             " Re-export the model with loops unrolled and branches fixed."
         )
-    needed = sorted({t for n in dyn_nodes for t in list(n.input) + list(n.output) if t and t not in consts})
+    needed = sorted({t for nd in dyn_nodes for t in nd.inputs + nd.outputs if t and t not in consts})
     missing = [t for t in needed if t not in shapes]
     if missing:
         try:
             shapes.update(_shapes_by_running(canon, input_name, input_shape, missing, weights))
         except Exception as exc:  # noqa: BLE001
             raise UnsupportedModelError(f"cannot determine the shapes of {missing[:5]}: {exc}") from None
-    producers = {o: n for n in dyn_nodes for o in n.output}
+    producers = {o: nd.proto for nd in dyn_nodes for o in nd.outputs}
 
     layers: list[Layer] = []
     problems: list[str] = []
-    for node in dyn_nodes:
-        if node.output[0] not in on_path:
+    for nd in on_path:
+        node = nd.proto
+        label = f"node {node.name or nd.outputs[0]!r} (op {nd.op_type})"
+        if not nd.standard:
+            problems.append(f"{label}: custom-domain op {node.domain}.{nd.op_type} cannot be explained")
             continue
-        label = f"node {node.name or node.output[0]!r} (op {node.op_type})"
-        if node.domain not in ("", "ai.onnx"):
-            problems.append(f"{label}: custom-domain op {node.domain}.{node.op_type} cannot be explained")
-            continue
-        builder = lookup(node.op_type)
+        builder = lookup(nd.op_type)
         if builder is None:
-            problems.append(f"{label}: op type {node.op_type} is not supported (see onnxlrp.supported_ops())")
+            problems.append(f"{label}: op type {nd.op_type} is not supported (see onnxlrp.supported_ops())")
             continue
         try:
             layers.append(builder(NodeContext(node, consts, shapes, opset, producers)))
         except Unsupported as exc:
             problems.append(f"{label}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a malformed node (missing inputs, attributes of the wrong type)
+            problems.append(f"{label}: malformed node ({exc.__class__.__name__}: {str(exc)[:200]})")
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise UnsupportedModelError(
@@ -844,16 +902,16 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     return Graph(layers, input_name, output_name, tuple(input_shape), out_shape, shapes, tensors, opset, canon)
 
 
-def _on_path(items: list[T], inputs_of: Callable[[T], list[str]], outputs_of: Callable[[T], list[str]],
-             source: str, sink: str) -> list[T]:
-    """The items (nodes or layers, in topological order) on a path from tensor ``source`` to ``sink``."""
+def _on_path(items: list[T], inputs: list[list[str]], outputs: list[list[str]], source: str, sink: str) -> list[T]:
+    """The items (nodes or layers, in topological order) on a path from tensor ``source`` to ``sink``;
+    ``inputs[k]`` / ``outputs[k]`` are the tensors item ``k`` reads and writes. Linear time."""
     fwd = {source}
     reach = []
-    for it in items:
-        if any(i in fwd for i in inputs_of(it)):
-            fwd.update(outputs_of(it))
-            reach.append(it)
-    producer = {o: k for k, it in enumerate(reach) for o in outputs_of(it)}
+    for k, ins in enumerate(inputs):
+        if any(i in fwd for i in ins):
+            fwd.update(outputs[k])
+            reach.append(k)
+    producer = {o: k for k in reach for o in outputs[k]}
     need: set[int] = set()
     stack, seen = [sink], set()
     while stack:
@@ -862,22 +920,15 @@ def _on_path(items: list[T], inputs_of: Callable[[T], list[str]], outputs_of: Ca
             continue
         seen.add(t)
         k = producer.get(t)
-        if k is not None:
+        if k is not None and k not in need:
             need.add(k)
-            stack.extend(inputs_of(reach[k]))
-    return [it for k, it in enumerate(reach) if k in need]
-
-
-def _on_path_nodes(nodes: list[onnx.NodeProto], input_name: str, output_name: str) -> set[str]:
-    """First-output names of the nodes that lie on a path from the input to the output."""
-    on = _on_path(nodes, lambda n: [i for i in n.input if i], lambda n: [o for o in n.output if o],
-                  input_name, output_name)
-    return {n.output[0] for n in on}
+            stack.extend(inputs[k])
+    return [items[k] for k in reach if k in need]
 
 
 def _reachable(layers: list[Layer], input_name: str, output_name: str) -> list[Layer]:
     """Keep the layers on a path from the input to the output."""
-    kept = _on_path(layers, lambda la: la.inputs, lambda la: la.outputs, input_name, output_name)
+    kept = _on_path(layers, [la.inputs for la in layers], [la.outputs for la in layers], input_name, output_name)
     produced = {o for layer in kept for o in layer.outputs}
     for layer in kept:  # inputs that are neither produced nor the model input cannot be explained
         for i in layer.inputs:
