@@ -420,3 +420,21 @@ def test_16_bit_photos_predict_as_their_8_bit_originals(tmp_path: Path, capsys: 
     with Image.open(tmp_path / "grey16.png") as im:
         clipped = np.asarray(im.convert("RGB"))
     assert (clipped == 255).mean() > 0.95  # what the test guards against: Pillow's conversion makes it white
+
+
+def test_one_module_per_command_importing_only_the_shared_one() -> None:
+    """The design rule: onnxlrp/cli/<command>.py import onnxlrp.cli.common, never each other."""
+    import ast
+
+    commands = ["explain", "info", "methods", "evaluate"]
+    for name in commands:
+        tree = ast.parse((ROOT / "onnxlrp" / "cli" / f"{name}.py").read_text(encoding="utf-8"))
+        siblings = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        absolute = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+        assert siblings <= {"common"}, (name, siblings)
+        assert not any(m and m.startswith("onnxlrp.cli") for m in absolute), (name, absolute)
+    import onnxlrp.cli as cli
+
+    for public in ("main", "build_parser", "UsageError", "load_labels", "resolve_class", "softmax"):
+        assert hasattr(cli, public)
+    assert not (ROOT / "onnxlrp" / "cli.py").exists() and not (ROOT / "onnxlrp" / "cli_evaluate.py").exists()
