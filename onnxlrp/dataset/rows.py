@@ -69,13 +69,14 @@ class Job:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with NumPy arrays and numbers turned into lists and Python numbers (for JSON)."""
+    """``value`` with NumPy arrays and numbers turned into lists and Python numbers (for JSON); an array
+    with one non-unit axis (a per-channel box) becomes a flat list."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    if isinstance(value, np.ndarray):  # a per-channel (1, C, 1, 1) box becomes C numbers
+        return value.reshape(-1).tolist() if max(value.shape, default=1) == value.size else value.tolist()
     if isinstance(value, np.generic):
         return value.item()
     return value
