@@ -526,6 +526,58 @@ def test_constant_if_folds_away() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 8. graph preparation is linear in the node count
+
+
+def _long_chain(n: int, kinds: tuple[str, ...]) -> onnx.ModelProto:
+    """Conv → ``n`` cheap nodes cycling through ``kinds`` (Identity, Relu, Add of a constant) → GAP → Gemm."""
+    b = H.Builder(0)
+    h = b.conv("x", 3, 4, [3, 3], pads=[1, 1, 1, 1])
+    zero = b.const(np.zeros((1, 4, 1, 1), np.float32))
+    nodes = b.nodes
+    for k in range(n):
+        op = kinds[k % len(kinds)]
+        out = f"t{k}"
+        nodes.append(helper.make_node(op, [h, zero] if op == "Add" else [h], [out], name=f"n{k}"))
+        h = out
+    y = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [h])]), 4, 3)  # type: ignore[list-item]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", H.FLOAT, ["N", 3, 6, 6])],
+                          [helper.make_tensor_value_info(y, H.FLOAT, None)], b.inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    return m
+
+
+def test_20000_identities_load_and_explain_quickly() -> None:
+    """Was ~60 s to load (quadratic identity removal), and as long again for each new input shape."""
+    m = _long_chain(20_000, ("Identity",))
+    short = _long_chain(0, ("Identity",))
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    start = time.process_time()  # CPU time of this process (all threads): robust to a busy machine
+    ex = Explainer(m, device="cpu")
+    heat = ex.explain(x, target=1, method="lrp")
+    heat2 = ex.explain(np.concatenate([x, x]), target=1, method="lrp")  # a new input shape: a new plan
+    elapsed = time.process_time() - start
+    assert elapsed < 20.0, f"{elapsed:.1f} s CPU"
+    assert [la["op"] for la in ex.layers()] == ["Conv", "GlobalAveragePool", "Flatten", "Gemm"]
+    ref = Explainer(short, device="cpu").explain(x, target=1, method="lrp")
+    np.testing.assert_allclose(heat, ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(heat2[1], ref[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_100000_simple_nodes_prepare_in_seconds() -> None:
+    """load + prepare + layer graph for 100 000 Identity/Relu/Add nodes (no onnxruntime session)."""
+    data = _long_chain(100_000, ("Identity", "Relu", "Add")).SerializeToString()
+    start = time.process_time()
+    p = G.prepare(G.load_model(data))
+    graph = G.build_graph(p.model, p.input_name, p.output_name, (1, 3, 6, 6), p.weights)
+    elapsed = time.process_time() - start
+    assert len(graph.layers) == 66_670  # Identities dropped, each Add of zero kept as its own layer
+    assert elapsed < 40.0, f"{elapsed:.1f} s CPU"
+
+
+# ---------------------------------------------------------------------------------------------
 # 9. fuzz: what an attacker or a broken exporter would hand us
 
 
