@@ -49,7 +49,7 @@ from onnxlrp import Explainer, OnnxLrpError, list_methods  # noqa: E402
 BATCH_TOL = 1e-5  # batch / targets: float32 rounding of differently ordered sums
 SUM_TOL = 1e-4  # conservation: relative to Σ|h|
 GRAD_TOL = 1e-4  # gradient vs float64 finite differences: relative to max|∂|
-FD_STEP = 1e-4
+FD_STEP = 1e-5
 
 # the options that keep the sampling methods cheap (and SmoothGrad reproducible)
 OPTIONS: dict[str, dict[str, object]] = {
@@ -334,7 +334,7 @@ def _targets(ex: Explainer, x: np.ndarray) -> np.ndarray:
 # finiteness, determinism, batch invariance, several targets — every method
 
 
-@settings(max_examples=12, **SETTINGS)
+@settings(max_examples=25, **SETTINGS)
 @given(case=cases())
 def test_every_method_is_finite_deterministic_batch_invariant_and_target_linear(case: Case) -> None:
     _describe(case)
@@ -381,7 +381,7 @@ def _sum_gap(heat: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.where(scale > 0, gap / np.where(scale > 0, scale, 1), np.where(gap > 0, np.inf, 0))
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(case=cases(bias=False, pad_value=False))
 def test_lrp_epsilon_sums_to_the_logit_on_bias_free_graphs(case: Case) -> None:
     """Epsilon(ε → 0) on every linear layer, proportional splits and pass-through elsewhere: Σh = y_t."""
@@ -394,7 +394,7 @@ def test_lrp_epsilon_sums_to_the_logit_on_bias_free_graphs(case: Case) -> None:
         assert np.all(gap <= SUM_TOL), (t, gap, logits[:, t])
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(case=cases(bias=False, acts=("Relu",), const_mul=False, pad_value=False, positive=True, branch_act=True,
                   scale=300.0))
 def test_zennit_composites_sum_to_the_logit_on_bias_free_relu_graphs(case: Case) -> None:
@@ -422,7 +422,7 @@ def test_zennit_composites_sum_to_the_logit_on_bias_free_relu_graphs(case: Case)
             assert np.all(gap <= SUM_TOL), (method, t, gap, logits[:, t])
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(case=cases())
 def test_contrastive_maps_sum_to_zero(case: Case) -> None:
     """CLRP and SGLRP subtract the dual pass rescaled to the target pass's sum: every map sums to 0."""
@@ -438,7 +438,7 @@ def test_contrastive_maps_sum_to_zero(case: Case) -> None:
             assert np.all(np.abs(flat.sum(1)) <= SUM_TOL * np.abs(flat).sum(1) + floor), (method, t, flat.sum(1))
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(case=cases(bias=False, acts=ACTS_PL, pad_value=False))
 def test_gradient_times_input_sums_to_the_logit_on_homogeneous_graphs(case: Case) -> None:
     """Bias-free ReLU/LeakyRelu nets with zero padding are positively homogeneous: ``f(x) = x·∇f(x)``
@@ -460,7 +460,7 @@ def test_gradient_times_input_sums_to_the_logit_on_homogeneous_graphs(case: Case
 # the gradient is the derivative
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(case=cases(batch=1))
 def test_gradient_equals_float64_finite_differences(case: Case) -> None:
     """``gradient`` against central differences of the float64 twin (ONNX's reference evaluator).
@@ -487,15 +487,16 @@ def test_gradient_equals_float64_finite_differences(case: Case) -> None:
     err = np.abs(grad - central)
     allowed = GRAD_TOL * np.maximum(scale, 1e-6) + kink / 2
     assert np.all(err <= allowed), (float((err / np.maximum(scale, 1e-6)).max()), int((err > allowed).sum()))
-    # most coordinates are away from kinks: the check is not vacuous
-    assert np.mean(kink <= GRAD_TOL * np.maximum(scale, 1e-6)) > 0.5
+    # most coordinates are away from kinks (smooth curvature makes |f₊ − f₋|/h ~ h·|f''| only): the
+    # allowance does not swallow the check
+    assert np.mean(kink <= 1e-2 * np.maximum(scale, 1e-6)) > 0.5, np.mean(kink <= 1e-2 * np.maximum(scale, 1e-6))
 
 
 # ---------------------------------------------------------------------------------------------
 # extreme but valid magnitudes: a finite map or an OnnxLrpError, never NaN/inf
 
 
-@settings(max_examples=16, **SETTINGS)
+@settings(max_examples=24, **SETTINGS)
 @given(case=st.one_of(cases(scale=1.0), cases(scale=1.0, bias=False, acts=ACTS_PL)),
        magnitude=st.sampled_from([1e-42, 1e-30, 1e10, 1e20, 1e30, 1e36]))
 def test_extreme_input_magnitudes_give_finite_maps_or_an_error(case: Case, magnitude: float) -> None:
