@@ -29,6 +29,7 @@ from onnx import helper, numpy_helper
 from .errors import InputError, ModelLoadError, UnsupportedModelError
 from .ops import Layer, NodeContext, Unsupported, lookup
 from .ops.elementwise import ActivationLayer, AffineLayer, BatchNormLayer
+from .ops.fused import FusedActivationLayer, find_fused_activations
 from .ops.linear import ConvLayer, DenseLayer, LinearLayer
 from .ops.reindex import PadLayer
 from .paths import MAX_MODEL_BYTES, confined, read_bounded, regular_file
@@ -85,7 +86,8 @@ def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx
     if isinstance(source, onnx.ModelProto):
         model, base, where = source, None, "the model"
     elif isinstance(source, bytes | bytearray | memoryview):
-        model, base, where = _parse(bytes(source), "the bytes given"), None, "the model"
+        data = bytes(source)
+        model, base, where = _parse(data, "the bytes given"), None, "the model"
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
         if not os.path.lexists(path):
@@ -99,8 +101,9 @@ def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx
     if not model.graph.node:
         raise ModelLoadError(f"{where} has no graph nodes: not an ONNX model file (or an empty one)")
     _check_versions(model, where)
-    _load_external(model, base)
-    _check_tensors(model)
+    _check_tensors(model, data if not isinstance(source, onnx.ModelProto) else None)
+    for t, where_t in _load_external(model, base):
+        _check_tensor(t, where_t)
     return model
 
 
@@ -134,9 +137,10 @@ def _check_versions(model: onnx.ModelProto, where: str) -> None:
 # every place an ONNX model can hold a tensor, with a description for messages
 
 
-def _tensor_sites(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str]]:
-    """Every TensorProto of the model and where it lives (for error messages)."""
-    yield from _graph_sites(model.graph, "")
+def _tensor_sites(model: onnx.ModelProto, initializers: bool = True) -> Iterator[tuple[onnx.TensorProto, str]]:
+    """Every TensorProto of the model and where it lives (for error messages); without the main
+    graph's initializers when ``initializers`` is False."""
+    yield from _graph_sites(model.graph, "", initializers)
     for f in model.functions:
         yield from _node_sites(f.node, f" in function {f.name!r}")
     for k, info in enumerate(model.training_info):
@@ -144,8 +148,8 @@ def _tensor_sites(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, st
         yield from _graph_sites(info.algorithm, f" in training_info[{k}].algorithm")
 
 
-def _graph_sites(g: onnx.GraphProto, ctx: str) -> Iterator[tuple[onnx.TensorProto, str]]:
-    for t in g.initializer:
+def _graph_sites(g: onnx.GraphProto, ctx: str, initializers: bool = True) -> Iterator[tuple[onnx.TensorProto, str]]:
+    for t in g.initializer if initializers else ():
         yield t, f"initializer {t.name!r}{ctx}"
     for s in g.sparse_initializer:
         yield s.values, f"sparse initializer {s.values.name!r}{ctx}"
@@ -196,11 +200,12 @@ def _uses_external(t: onnx.TensorProto) -> bool:
 _MAX_EXTERNAL_BYTES = 2**44  # external data files may exceed the protobuf limit; reads are bounded by offsets
 
 
-def _load_external(model: onnx.ModelProto, base: Path | None) -> None:
-    """Read every external tensor's bytes into the model, each from a file confined to ``base``."""
+def _load_external(model: onnx.ModelProto, base: Path | None) -> list[tuple[onnx.TensorProto, str]]:
+    """Read every external tensor's bytes into the model, each from a file confined to ``base``;
+    returns the tensors read (and where they live)."""
     external = [(t, where) for t, where in _tensor_sites(model) if _uses_external(t)]
     if not external:
-        return
+        return []
     if base is None:
         raise ModelLoadError(
             f"{external[0][1]} has external data; load the model from its file path so the data can be found"
@@ -233,6 +238,7 @@ def _load_external(model: onnx.ModelProto, base: Path | None) -> None:
         del t.external_data[:]
         t.data_location = onnx.TensorProto.DEFAULT
         t.raw_data = data
+    return external
 
 
 _FLOAT_TYPES = {
@@ -276,16 +282,120 @@ def tensor_array(t: onnx.TensorProto, where: str) -> np.ndarray:
         ) from None
 
 
-def _check_tensors(model: onnx.ModelProto) -> None:
-    """Every tensor's data fits its type and dims; every float tensor and float attribute is finite."""
-    for t, where in _tensor_sites(model):
-        arr = tensor_array(t, where)
-        if t.data_type in _FLOAT_TYPES and arr.size:
-            _check_finite(arr, where)
+def _check_tensors(model: onnx.ModelProto, data: bytes | None = None) -> None:
+    """Every tensor's data fits its type and dims; every float tensor and float attribute is finite.
+
+    External tensors are skipped (checked once read). With the serialized model ``data``, the
+    raw bytes of the top-level initializers are checked where they lie in ``data`` (no copy out
+    of the protobuf: on VGG16 that copy alone would cost more than the check).
+    """
+    inits = model.graph.initializer
+    spans = _raw_spans(data) if data is not None and len(inits) else None
+    if spans is not None and [name for name, _ in spans] != [t.name for t in inits]:
+        spans = None  # the wire format and the parsed model disagree: take the slow, certain road
+    for k, t in enumerate(inits):
+        span = spans[k][1] if spans is not None else None
+        if _uses_external(t):
+            continue
+        if span is None or t.data_type not in _NATIVE or not t.HasField("raw_data"):
+            _check_tensor(t, f"initializer {t.name!r}")
+            continue
+        where = f"initializer {t.name!r}"
+        dims = [int(d) for d in t.dims]
+        if any(d < 0 for d in dims):
+            raise ModelLoadError(f"{where} has a negative dimension in its shape {dims}")
+        dtype = _NATIVE[t.data_type]
+        count = int(np.prod(dims, dtype=np.float64)) if dims else 1
+        offset, length = span
+        if length != count * dtype.itemsize:
+            raise ModelLoadError(
+                f"{where}: {length} bytes of raw data for a {onnx.TensorProto.DataType.Name(t.data_type)} tensor of "
+                f"shape {dims} ({count} elements); the data does not match the declared type and shape"
+            )
+        if t.data_type in _FLOAT_TYPES and count:
+            _check_finite(np.frombuffer(data, dtype, count, offset), where)  # type: ignore[arg-type]
+    for t, where in _tensor_sites(model, initializers=False):
+        if not _uses_external(t):
+            _check_tensor(t, where)
     for a, where in _float_attribute_sites(model):
         values = np.array([a.f] if a.HasField("f") else list(a.floats), dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise ModelLoadError(f"{where} is not finite ({values.tolist()[:4]}); refused")
+
+
+def _check_tensor(t: onnx.TensorProto, where: str) -> None:
+    arr = tensor_array(t, where)
+    if t.data_type in _FLOAT_TYPES and arr.size:
+        _check_finite(arr, where)
+
+
+_NATIVE = {  # little-endian dtypes of the raw data of the common numeric types
+    getattr(onnx.TensorProto, n): np.dtype(d)
+    for n, d in (("FLOAT", "<f4"), ("DOUBLE", "<f8"), ("FLOAT16", "<f2"), ("INT8", "i1"), ("UINT8", "u1"),
+                 ("INT16", "<i2"), ("UINT16", "<u2"), ("INT32", "<i4"), ("UINT32", "<u4"), ("INT64", "<i8"),
+                 ("UINT64", "<u8"))
+}
+
+
+def _fields(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """The protobuf fields in ``data[pos:end]``: ``(number, wire type, start, stop)`` of each value."""
+    def varint(p: int) -> tuple[int, int]:
+        value, shift = 0, 0
+        while True:
+            if p >= end or shift > 63:
+                raise ValueError("bad varint")
+            b = data[p]
+            value |= (b & 0x7F) << shift
+            p += 1
+            if b < 0x80:
+                return value, p
+            shift += 7
+
+    while pos < end:
+        tag, pos = varint(pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, stop = varint(pos)
+        elif wire == 1:
+            stop = pos + 8
+        elif wire == 2:
+            length, pos = varint(pos)
+            stop = pos + length
+        elif wire == 5:
+            stop = pos + 4
+        else:
+            raise ValueError("groups are not expected in ONNX")
+        if stop > end:
+            raise ValueError("truncated")
+        yield number, wire, pos, stop
+        pos = stop
+
+
+def _raw_spans(data: bytes) -> list[tuple[str, tuple[int, int] | None]] | None:
+    """For each top-level initializer of the serialized model, in order: its name and the (offset,
+    length) of its ``raw_data`` in ``data`` (None without raw data). None if ``data`` cannot be walked.
+
+    Protobuf semantics are followed: repeated ``graph`` fields merge (initializers concatenate),
+    and of a scalar field given twice the last one counts.
+    """
+    spans: list[tuple[str, tuple[int, int] | None]] = []
+    try:
+        for number, wire, start, stop in _fields(data, 0, len(data)):
+            if number != 7 or wire != 2:  # ModelProto.graph
+                continue
+            for n2, w2, s2, e2 in _fields(data, start, stop):
+                if n2 != 5 or w2 != 2:  # GraphProto.initializer
+                    continue
+                name, raw = "", None
+                for n3, w3, s3, e3 in _fields(data, s2, e2):
+                    if n3 == 8 and w3 == 2:  # TensorProto.name
+                        name = data[s3:e3].decode("utf-8")
+                    elif n3 == 9 and w3 == 2:  # TensorProto.raw_data
+                        raw = (s3, e3 - s3)
+                spans.append((name, raw))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+    return spans
 
 
 def _check_finite(arr: np.ndarray, where: str) -> None:
@@ -861,9 +971,21 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
 
     layers: list[Layer] = []
     problems: list[str] = []
+    # element-wise activations written as several nodes (x*Sigmoid(x), GELU's Erf form, ...) become one layer
+    groups = find_fused_activations([nd.proto for nd in on_path], consts, {output_name})
+    fused_last = {id(g.nodes[-1]): g for g in groups}
+    fused_members = {id(n) for g in groups for n in g.nodes}
     for nd in on_path:
         node = nd.proto
         label = f"node {node.name or nd.outputs[0]!r} (op {nd.op_type})"
+        if id(node) in fused_members:
+            group = fused_last.get(id(node))
+            if group is not None:
+                try:
+                    layers.append(FusedActivationLayer(group, consts, shapes, opset))
+                except Unsupported as exc:
+                    problems.append(f"{label}: {exc}")
+            continue
         if not nd.standard:
             problems.append(f"{label}: custom-domain op {node.domain}.{nd.op_type} cannot be explained")
             continue

@@ -100,6 +100,8 @@ CASES: list[Case] = [
     Case("hardsigmoid", "HardSigmoid", [("a", (N, 20))], {"alpha": 0.2, "beta": 0.5}, kinks=(-2.5, 2.5), scale=3.0),
     Case("hardswish", "HardSwish", [("a", (N, 20))], kinks=(-3.0, 3.0), scale=3.0),
     Case("tanh", "Tanh", [("a", ACT)]),
+    Case("gelu", "Gelu", [("a", ACT)], opset=20, scale=2.0),
+    Case("gelu_tanh", "Gelu", [("a", ACT)], {"approximate": "tanh"}, opset=20, scale=2.0),
     Case("elu", "Elu", [("a", ACT)], {"alpha": 0.7}, kinks=(0.0,)),
     Case("selu", "Selu", [("a", ACT)], kinks=(0.0,)),
     Case("softplus", "Softplus", [("a", ACT)], scale=2.0),
