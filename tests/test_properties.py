@@ -77,10 +77,11 @@ class Case:
     x: np.ndarray  # (N,) + shape, float32
     spatial: bool  # some feature map has a spatial extent > 1 (Grad-CAM has a default layer)
     ops: list[str] = field(default_factory=list)  # a readable trace, for failure reports
+    kernels: str = "auto"  # the backward's convolutions: onnxruntime's ("auto") or the array kernels (the GPU's code)
 
     def explainer(self) -> Explainer:
         """An Explainer of this model on the CPU (one onnxruntime thread)."""
-        return Explainer(self.model, device="cpu", threads=1)
+        return Explainer(self.model, device="cpu", threads=1, kernels=self.kernels)
 
 
 def _out_size(n: int, k: int, s: int, d: int, pb: int, pe: int, ceil: bool = False) -> int:
@@ -284,12 +285,12 @@ def cases(draw: st.DrawFn, bias: bool | None = None, acts: Sequence[str] = ACTS_
         xs = rng.uniform(0.05, 1.0, (batch, *shape)) * scale
     else:
         xs = rng.standard_normal((batch, *shape)) * scale
-    case = Case(model, shape, logits, classes, xs.astype(np.float32), gen.spatial, gen.trace)
-    return case
+    kernels = draw(st.sampled_from(["auto", "array"]))
+    return Case(model, shape, logits, classes, xs.astype(np.float32), gen.spatial, gen.trace, kernels)
 
 
 def _describe(case: Case) -> None:
-    note(f"input {list(case.shape)}, {case.classes} classes, ops: {' '.join(case.ops)}")
+    note(f"input {list(case.shape)}, {case.classes} classes, kernels={case.kernels}, ops: {' '.join(case.ops)}")
 
 
 SETTINGS = {"deadline": None, "derandomize": True, "print_blob": True}
