@@ -101,6 +101,7 @@ def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx
     if not model.graph.node:
         raise ModelLoadError(f"{where} has no graph nodes: not an ONNX model file (or an empty one)")
     _check_versions(model, where)
+    _check_nodes(model)
     _check_tensors(model, data if not isinstance(source, onnx.ModelProto) else None)
     for t, where_t in _load_external(model, base):
         _check_tensor(t, where_t)
@@ -162,35 +163,60 @@ def _node_label(node: onnx.NodeProto) -> str:
 
 
 def _node_sites(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onnx.TensorProto, str]]:
+    # every tensor-holding field is looked at, whatever the attribute's declared type says
     for node in nodes:
         for a in node.attribute:
+            sparse = ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors)
+            subs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
+            has_t = a.HasField("t")
+            if not (has_t or len(a.tensors) or sparse or subs):
+                continue
             here = f"attribute {a.name!r} of {_node_label(node)}{ctx}"
-            if a.HasField("t"):
+            if has_t:
                 yield a.t, f"tensor {a.t.name!r} in {here}" if a.t.name else f"tensor in {here}"
             for k, t in enumerate(a.tensors):
                 yield t, f"tensor {k} ({t.name!r}) in {here}"
-            sparse = ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors)
             for k, s in enumerate(sparse):
                 yield s.values, f"sparse tensor {k} ({s.values.name!r}) in {here}"
                 yield s.indices, f"indices of sparse tensor {k} ({s.values.name!r}) in {here}"
-            subs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
             for g in subs:
                 yield from _graph_sites(g, f" in sub-graph {g.name!r} of {_node_label(node)}{ctx}")
 
 
-def _float_attribute_sites(model: onnx.ModelProto) -> Iterator[tuple[onnx.AttributeProto, str]]:
-    """Every float / float-list attribute (Constant values, alphas, epsilons...) and its node."""
-    def walk(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onnx.AttributeProto, str]]:
+def _check_nodes(model: onnx.ModelProto) -> None:
+    """Every name the engine reads is text, and every float attribute is finite.
+
+    Protobuf hands back ``bytes`` for a string field that is not valid UTF-8; such a model is
+    refused here instead of failing somewhere later. Float attributes (``Constant`` values,
+    alphas, epsilons) must be finite like the weights.
+    """
+    def text(value: object, what: str) -> None:
+        if type(value) is not str:
+            raise ModelLoadError(f"{what} {value!r} is not valid UTF-8 text; refused")
+
+    def walk(nodes: Iterable[onnx.NodeProto], ctx: str) -> None:
         for node in nodes:
+            names = [node.op_type, node.domain, node.name, *node.input, *node.output]
+            if any(type(v) is not str for v in names):
+                for v in names:
+                    text(v, f"a name or op type of a node{ctx}")
             for a in node.attribute:
                 if a.HasField("f") or len(a.floats):
-                    yield a, f"attribute {a.name!r} of {_node_label(node)}{ctx}"
+                    values = np.array([a.f, *a.floats], np.float64)
+                    if not np.all(np.isfinite(values)):
+                        raise ModelLoadError(
+                            f"attribute {a.name!r} of {_node_label(node)}{ctx} is not finite ({values.tolist()[:4]}); "
+                            "refused"
+                        )
                 for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    yield from walk(g.node, f" in sub-graph {g.name!r} of {_node_label(node)}{ctx}")
+                    walk(g.node, f" in sub-graph {g.name!r} of {_node_label(node)}{ctx}")
 
-    yield from walk(model.graph.node, "")
+    g = model.graph
+    for v in [*(i.name for i in g.input), *(o.name for o in g.output), *(t.name for t in g.initializer)]:
+        text(v, "the graph input, output or initializer name")
+    walk(g.node, "")
     for f in model.functions:
-        yield from walk(f.node, f" in function {f.name!r}")
+        walk(f.node, f" in function {f.name!r}")
 
 
 def _uses_external(t: onnx.TensorProto) -> bool:
@@ -317,10 +343,6 @@ def _check_tensors(model: onnx.ModelProto, data: bytes | None = None) -> None:
     for t, where in _tensor_sites(model, initializers=False):
         if not _uses_external(t):
             _check_tensor(t, where)
-    for a, where in _float_attribute_sites(model):
-        values = np.array([a.f] if a.HasField("f") else list(a.floats), dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            raise ModelLoadError(f"{where} is not finite ({values.tolist()[:4]}); refused")
 
 
 def _check_tensor(t: onnx.TensorProto, where: str) -> None:
