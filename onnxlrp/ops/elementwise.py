@@ -215,7 +215,9 @@ def _binary(ctx: NodeContext) -> Layer:
         if op == "Sub":
             return AddLayer(ctx, [1.0, -1.0])
         if op == "Mul":
-            return GateLayer(ctx)
+            from .attention import mul_of_activations  # a gate, or a product of two activations
+
+            return mul_of_activations(ctx)
         raise Unsupported(f"{op} of two activations cannot be explained (it is not linear in either input)")
     if len(dyn) != 1:
         raise Unsupported(f"{op} with no activation input")

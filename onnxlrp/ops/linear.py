@@ -257,10 +257,12 @@ def _build_gemm(ctx: NodeContext) -> Layer:
 
 @register("MatMul")
 def _build_matmul(ctx: NodeContext) -> Layer:
+    if not ctx.is_const(0) and not ctx.is_const(1):
+        from .attention import matmul_of_activations  # a product of two activations (attention)
+
+        return matmul_of_activations(ctx)
     if ctx.is_const(0) or not ctx.is_const(1):
-        raise Unsupported(
-            "only MatMul(x, constant weight) can be explained; products of two activations (attention) are not"
-        )
+        raise Unsupported("only MatMul(x, constant weight) or MatMul of two activations can be explained")
     w = ctx.const(1)
     assert w is not None
     if w.ndim != 2:
