@@ -18,12 +18,19 @@ from .rules import (
     BatchNormZ,
     DeconvReLU,
     GateToSignal,
+    GateUniform,
     Gradient,
     GuidedReLU,
+    NormEpsilon,
     Pass,
+    ProductHoldConstant,
+    ProductUniform,
     Rule,
     SafeDivide,
     SignEpsilon,
+    SoftmaxRule,
+    Stabilizer,
+    StopRule,
     ZNorm,
     alpha_beta_innvestigate,
     alpha_beta_zennit,
@@ -37,6 +44,13 @@ from .rules import (
 
 GRADIENT = Gradient()
 PASS = Pass()
+
+
+def transformer_rules(stab: Stabilizer) -> dict[str, Rule]:
+    """LXT's AttnLRP rules for the transformer kinds, used by every LRP composite that has no rule of its own
+    for them: ``product`` the uniform rule, ``softmax`` AttnLRP's softmax rule, ``norm`` the ε-rule with the
+    normalising scale held constant (each denominator stabilised by ``stab``)."""
+    return {"product": ProductUniform(stab), "softmax": SoftmaxRule(stab), "norm": NormEpsilon(stab)}
 
 
 @dataclass
@@ -87,6 +101,7 @@ _INN_OTHER = {
     "gate": GateToSignal(),
     "add": ZNorm(SafeDivide()),
     "avgpool": ZNorm(SafeDivide()),
+    **transformer_rules(SafeDivide()),
 }
 
 
@@ -110,7 +125,7 @@ def bounded_deep_taylor(bias: bool = False) -> Composite:
     return Composite(
         "lrp",
         linear,
-        {"affine": PASS, "batchnorm": PASS, "gate": GateToSignal()},
+        {"affine": PASS, "batchnorm": PASS, "gate": GateToSignal(), **transformer_rules(SafeDivide())},
         needs_bounds=True,
     )
 
@@ -155,7 +170,8 @@ def _zennit_other(stab: float) -> dict[str, Rule]:
     norm = ZNorm(SignEpsilon(stab))
     # Zennit hooks activations (Pass), BatchNorm (Pass), sums and average pools (Norm); every
     # other op — max pooling, gates, constant scalings, reshapes — keeps its gradient.
-    return {"activation": PASS, "batchnorm": PASS, "add": norm, "avgpool": norm}
+    # Zennit has no rules for attention: products, softmax and norms get LXT's (transformer_rules).
+    return {"activation": PASS, "batchnorm": PASS, "add": norm, "avgpool": norm, **transformer_rules(SignEpsilon(stab))}
 
 
 def epsilon_plus_flat(epsilon_: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
@@ -192,3 +208,39 @@ def epsilon_gamma_box(gamma: float = 0.25, epsilon_: float = 1e-6, stabilizer: f
         return eps
 
     return Composite("epsilon_gamma_box", linear, _zennit_other(stabilizer), needs_bounds=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers: LXT 2.1's AttnLRP and CP-LRP
+
+
+def _lxt_other(stab: Stabilizer) -> dict[str, Rule]:
+    """The ε-rule on every weight-free linear map (sums, averages, constant scale/shift, unfolded BatchNorm),
+    the identity rule on activations, re-indexing and max pooling by their gradient."""
+    z = ZNorm(stab)
+    return {"activation": PASS, "affine": z, "batchnorm": z, "add": z, "avgpool": z, "norm": NormEpsilon(stab)}
+
+
+def attnlrp(eps: float = 1e-6) -> Composite:
+    """AttnLRP (Achtibat et al., ICML 2024) as LXT 2.1 computes it.
+
+    Every linear layer (Conv, Gemm, MatMul by a weight) and every weight-free linear map (residual
+    sums, averages, constant scalings and shifts such as position embeddings): Epsilon(ε), bias kept.
+    Norms: ε-rule with the normalising scale held constant. Element-wise activations (GELU, SiLU,
+    …): identity. Softmax: ``x ⊙ (R − s ΣR)``. Products of two activations (``Q·Kᵀ``, ``A·V``,
+    gated units, gates): the uniform rule (ε-rule, half to each factor).
+    """
+    stab = SignEpsilon(eps)
+    rule = epsilon(eps)
+    other = _lxt_other(stab) | {"softmax": SoftmaxRule(stab), "product": ProductUniform(stab), "gate": GateUniform()}
+    return Composite("attnlrp", lambda layer: rule, other)
+
+
+def cp_lrp(eps: float = 1e-6) -> Composite:
+    """CP-LRP (Ali et al., ICML 2022) as LXT 2.1 computes it: AttnLRP's rules, except that the attention
+    weights are constants — no relevance into a Softmax, the factor of a product that comes from a Softmax held
+    constant (``A·V``: all relevance to ``V``), and a gate held constant (all relevance to the signal)."""
+    stab = SignEpsilon(eps)
+    rule = epsilon(eps)
+    other = _lxt_other(stab) | {"softmax": StopRule(), "product": ProductHoldConstant(stab), "gate": GateToSignal()}
+    return Composite("cp_lrp", lambda layer: rule, other)

@@ -1,5 +1,7 @@
-"""LRP rules: one template for linear layers (:mod:`.linear`) and small rules for the rest (:mod:`.base`)."""
+"""LRP rules: one template for linear layers (:mod:`.linear`), small rules for the rest (:mod:`.base`) and the
+transformer rules of AttnLRP / CP-LRP (:mod:`.attention`)."""
 
+from .attention import GateUniform, NormEpsilon, ProductHoldConstant, ProductUniform, SoftmaxRule, StopRule
 from .base import (
     BatchNormZ,
     DeconvReLU,
@@ -33,16 +35,22 @@ __all__ = [
     "BatchNormZ",
     "DeconvReLU",
     "GateToSignal",
+    "GateUniform",
     "Gradient",
     "Group",
     "GuidedReLU",
     "LinearRule",
+    "NormEpsilon",
     "Pass",
+    "ProductHoldConstant",
+    "ProductUniform",
     "Rule",
     "RuleContext",
     "SafeDivide",
     "SignEpsilon",
+    "SoftmaxRule",
     "Stabilizer",
+    "StopRule",
     "Term",
     "ZNorm",
     "alpha_beta_innvestigate",
