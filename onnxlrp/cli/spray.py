@@ -61,6 +61,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="2-D picture: t-SNE (default) or UMAP (needs umap-learn)")
     p.add_argument("--seed", type=number(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32-1"), default=0,
                    help="random seed of k-means, the spectral embedding and t-SNE (default 0)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads of the numerical libraries (default: all cores; 1 is often faster on a busy machine)")
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="output folder (default STORE/spray/METHOD_TARGET)")
     p.set_defaults(func=run)
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_spray(args.store, args.method, args.target, clusters=args.clusters, size=args.size,
                        neighbors=args.neighbors, max_clusters=args.max_clusters, embedding=args.embedding,
-                       norm=args.normalize, seed=args.seed)
+                       norm=args.normalize, seed=args.seed, threads=args.threads)
     out = args.output if args.output is not None else (
         Path(args.store) / "spray" / f"{slug(args.method, 'method')}_{slug(args.target, 'target')}")
     files = write_outputs(result, out)

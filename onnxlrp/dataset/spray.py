@@ -449,11 +449,23 @@ class SprayResult:
 
 def run_spray(store: str | os.PathLike[str], method: str, target: str = "top", clusters: int | str = "auto",
               size: int = 32, neighbors: int = DEFAULT_NEIGHBORS, max_clusters: int = 10, embedding: str = "tsne",
-              norm: str = "l1", seed: int = 0) -> SprayResult:
+              norm: str = "l1", seed: int = 0, threads: int | None = None) -> SprayResult:
     """Spectral Relevance Analysis of ``method``'s maps for ``target`` in ``store`` (see the module docstring).
 
     ``clusters`` is ``"auto"`` (the eigengap in ``2..max_clusters``) or a number of clusters.
+    ``threads`` caps the BLAS/OpenMP threads of NumPy, SciPy and scikit-learn (default: their own
+    choice, all cores); on a busy machine 1 is often fastest (t-SNE's OpenMP threads spin).
     """
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be a positive integer, not {threads}")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        return _run_spray(store, method, target, clusters, size, neighbors, max_clusters, embedding, norm, seed)
+
+
+def _run_spray(store: str | os.PathLike[str], method: str, target: str, clusters: int | str, size: int,
+               neighbors: int, max_clusters: int, embedding: str, norm: str, seed: int) -> SprayResult:
     if embedding not in ("tsne", "umap"):
         raise InputError(f"unknown embedding {embedding!r}; choose tsne or umap")
     if embedding == "umap":
