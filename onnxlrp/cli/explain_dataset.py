@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..dataset.store import SHARD_SIZE
 from ..errors import InputError
 from ..image import IMAGE_EXTENSIONS, PRESETS, RESAMPLE
 from ..paths import read_bounded
@@ -103,8 +104,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--pool", type=parse_size, metavar="S|HxW",
                    help="average-pool the stored heatmaps to this size (default: the model's input size)")
     g.add_argument("--keep-channels", action="store_true", help="store one map per input channel instead of their sum")
-    g.add_argument("--shard-size", type=positive_int, default=64, metavar="N",
-                   help="images per shard, the unit that is committed and resumed (default 64)")
+    g.add_argument("--shard-size", type=positive_int, metavar="N",
+                   help="images per shard, the unit that is committed and resumed (default: 64, fewer when that "
+                        "gives less than 4 shards per worker)")
     g = p.add_argument_group("running")
     g.add_argument("--ray", metavar="auto|local|ADDRESS",
                    help="run on Ray: 'auto' joins the running cluster, 'local' starts one here, or a cluster address")
@@ -265,15 +267,42 @@ def run(args: argparse.Namespace) -> int:
               targets=tuple(targets), target_specs=tuple(target_specs), top_k=args.top_k,
               labels=tuple(labels) if labels is not None else None,
               channels="all" if args.keep_channels else "sum", pool=args.pool, batch_size=args.batch_size,
-              device=ex.device, output_name=args.output_name, threads=args.threads)
+              device=args.device if args.ray else ex.device, output_name=args.output_name, threads=args.threads)
 
     out = Path(args.output)
     continued = store.check_or_write_manifest(out, manifest, overwrite=args.overwrite)
     store.remove_stale_temporaries(out)
     state = store.committed_state(out)
-    shards = store.plan_shards(paths, state, args.shard_size)
+    ray_started = False
+    workers = args.workers or 1
+    if args.ray:
+        from ..dataset.ray_runner import cluster_workers, init_ray
+
+        ray_started = init_ray(args.ray)
+        workers = args.workers or cluster_workers(args.cpus_per_worker)
+    try:
+        return _run(args, store, out, ex, job, paths, state, workers, continued, methods)
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+
+
+def shard_size(todo: int, workers: int, given: int | None) -> int:
+    """Images per shard: ``given``, else 64, made smaller (down to 1) so that every worker gets at least 4 shards."""
+    if given is not None:
+        return given
+    return max(1, min(SHARD_SIZE, -(-todo // (4 * max(workers, 1)))))
+
+
+def _run(args: argparse.Namespace, store: Any, out: Path, ex: Any, job: Any, paths: list[str], state: Any, workers: int,
+         continued: bool, methods: list[str]) -> int:
+    """Plan the shards still to do, run them locally or on Ray, write ``errors.jsonl``; return the exit status."""
+    remaining = sum(1 for p in paths if store.image_id(p) not in state.done)
+    shards = store.plan_shards(paths, state, shard_size(remaining, workers, args.shard_size))
     todo = sum(len(s.paths) for s in shards)
-    where = f"Ray ({args.ray})" if args.ray else f"this machine, {args.workers or 1} worker(s)"
+    where = f"Ray ({args.ray}), {workers} actor(s)" if args.ray else f"this machine, {workers} worker(s)"
     print(f"{len(paths)} images; {len(paths) - todo} already in the store{' (continued)' if continued else ''}; "
           f"{todo} to explain in {len(shards)} shard(s) on {where}; methods {', '.join(methods)}", flush=True)
 
@@ -290,23 +319,27 @@ def run(args: argparse.Namespace) -> int:
             seen.add(summary["seq"])
             on_images(int(summary["images"]))
 
+    started = time.monotonic()
     try:
         if args.ray:
             from ..dataset.ray_runner import run_ray
 
-            run_ray(job, out, shards, address=args.ray, workers=args.workers or 0, threads=args.threads,
+            run_ray(job, out, shards, address=args.ray, workers=workers, threads=args.threads,
                     gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                     on_shard=on_shard_ray)
         else:
             from ..dataset.local import run_local
 
-            run_local(job, out, shards, workers=args.workers or 1,
-                      explainer=ex if (args.workers or 1) == 1 else None, on_images=on_images)
+            run_local(job, out, shards, workers=workers, explainer=ex if workers == 1 else None,
+                      on_images=on_images)
     finally:
         progress.close()
         final = store.committed_state(out)
         store.write_errors(out, final.errors)
     failed = len(final.errors)
+    took = time.monotonic() - started
+    rate = f" ({todo / took:.2f} images/s)" if todo and took > 0 else ""
+    print(f"explained {todo} images in {took:.1f} s{rate}")
     print(f"store {out}: {final.rows} rows for {len(final.done) - failed} images in {final.parts} part(s); "
           f"{failed} unreadable image(s) in {out / store.ERRORS}")
     if failed:

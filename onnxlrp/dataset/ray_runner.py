@@ -25,7 +25,7 @@ from ..errors import OnnxLrpError
 from .rows import Job, process_shard
 from .store import Shard, committed_state
 
-__all__ = ["CRASH_ENV", "RayRunnerError", "ShardActor", "run_ray"]
+__all__ = ["CRASH_ENV", "RayRunnerError", "ShardActor", "cluster_workers", "init_ray", "run_ray"]
 
 #: Test hook: ``PATH:N`` makes an actor exit abruptly (``os._exit``) before committing its N-th shard,
 #: once: the file PATH is created then, and while it exists no actor crashes again.
@@ -101,6 +101,12 @@ def init_ray(address: str, num_cpus: int | None = None) -> bool:
     return True
 
 
+def cluster_workers(cpus_per_worker: float = 1.0) -> int:
+    """How many actors of ``cpus_per_worker`` CPUs the connected Ray cluster holds (at least 1)."""
+    ray = _import_ray()
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
+
+
 def _pass(ray: Any, job: Job, out: str, shards: Sequence[Shard], workers: int, threads: int | None,
           gpus_per_worker: float, cpus_per_worker: float, on_shard: Callable[[dict[str, Any]], None] | None,
           ) -> None:
@@ -139,7 +145,7 @@ def run_ray(job: Job, out: str | os.PathLike[str], shards: Sequence[Shard], addr
         ctx.print_on_execution_start = False
         threads = threads or max(1, int(cpus_per_worker))
         if workers <= 0:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
+            workers = cluster_workers(cpus_per_worker)
         todo = list(shards)
         for _ in range(passes):
             if not todo:
