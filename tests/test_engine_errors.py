@@ -288,16 +288,22 @@ def test_model_from_bytes_and_proto(image_model: tuple[Path, Explainer], folder:
         Explainer(ext.read_bytes(), device="cpu")
 
 
-@pytest.mark.parametrize("op", ["Mul", "Div"])
-def test_product_of_two_activations_is_refused(op: str, folder: Path) -> None:
-    b = H.Builder()
-    h = b.gemm("x", 4, 5)
-    other = b.relu(h) if op == "Mul" else b.op("Sigmoid", [h])  # a ReLU output is no gate; x / σ(x) is finite
-    y = b.gemm(b.op(op, [h, other]), 5, 2)  # type: ignore[list-item]
-    b.nodes[-2].name = f"bilinear_{op}"
-    path = H.save_checked(b.model([None, 4], [(y, H.FLOAT)], 13), folder, f"bilinear_{op}", (4,))
-    with pytest.raises(UnsupportedModelError, match=rf"bilinear_{op}.*\b{op}\b"):
-        Explainer(str(path), device="cpu")
+def test_quotient_of_two_activations_is_refused_and_product_is_explained(folder: Path) -> None:
+    """``Div`` of two activations (from two different layers) has no rule: refused by name. ``Mul`` of two
+    activations is a bilinear product (kind ``product``, tests/test_attention.py), explained. (A product or
+    quotient of two functions of one tensor, ``x·relu(x)``, ``x / σ(x)``, is one fused activation.)"""
+    for op in ("Div", "Mul"):
+        b = H.Builder()
+        h, other = b.gemm("x", 4, 5), b.op("Sigmoid", [b.gemm("x", 4, 5)]) if op == "Div" else b.relu(b.gemm("x", 4, 5))
+        y = b.gemm(b.op(op, [h, other]), 5, 2)  # type: ignore[list-item]
+        b.nodes[-2].name = f"bilinear_{op}"
+        path = H.save_checked(b.model([None, 4], [(y, H.FLOAT)], 13), folder, f"bilinear_{op}", (4,))
+        if op == "Div":
+            with pytest.raises(UnsupportedModelError, match=rf"bilinear_{op}.*\b{op}\b"):
+                Explainer(str(path), device="cpu")
+        else:
+            kinds = [r["kind"] for r in Explainer(str(path), device="cpu").layers("lrp") if r["name"] == "bilinear_Mul"]
+            assert kinds == ["product"]
 
 
 def test_two_inputs_and_integer_input_are_refused(folder: Path) -> None:
