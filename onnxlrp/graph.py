@@ -29,8 +29,9 @@ from onnx import helper, numpy_helper
 from .errors import InputError, ModelLoadError, UnsupportedModelError
 from .ops import Layer, NodeContext, Unsupported, lookup
 from .ops.elementwise import ActivationLayer, AffineLayer, BatchNormLayer
-from .ops.fused import FusedActivationLayer, find_fused_activations
+from .ops.fused import FusedActivationLayer, FusedGroup, find_fused_activations
 from .ops.linear import ConvLayer, DenseLayer, LinearLayer
+from .ops.normalization import NormGroup, find_fused_norms
 from .ops.reindex import PadLayer
 from .paths import MAX_MODEL_BYTES, confined, read_bounded, regular_file
 
@@ -994,9 +995,16 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     layers: list[Layer] = []
     problems: list[str] = []
     # element-wise activations written as several nodes (x*Sigmoid(x), GELU's Erf form, ...) become one layer
-    groups = find_fused_activations([nd.proto for nd in on_path], consts, {output_name})
-    fused_last = {id(g.nodes[-1]): g for g in groups}
-    fused_members = {id(n) for g in groups for n in g.nodes}
+    # and so do normalisations written out (ReduceMean/Sub/Pow/Sqrt/Div: LayerNorm, RMSNorm), which win overlaps
+    norms = find_fused_norms([nd.proto for nd in on_path], consts, shapes, {output_name})
+    in_norm = {id(n) for g in norms for n in g.nodes}
+    fused: list[FusedGroup | NormGroup] = [
+        g for g in find_fused_activations([nd.proto for nd in on_path], consts, {output_name})
+        if not any(id(n) in in_norm for n in g.nodes)
+    ]
+    fused += norms
+    fused_last = {id(g.nodes[-1]): g for g in fused}
+    fused_members = {id(n) for g in fused for n in g.nodes}
     for nd in on_path:
         node = nd.proto
         label = f"node {node.name or nd.outputs[0]!r} (op {nd.op_type})"
@@ -1004,7 +1012,8 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
             group = fused_last.get(id(node))
             if group is not None:
                 try:
-                    layers.append(FusedActivationLayer(group, consts, shapes, opset))
+                    layers.append(FusedActivationLayer(group, consts, shapes, opset) if isinstance(group, FusedGroup)
+                                  else group.layer(consts, shapes, opset))
                 except Unsupported as exc:
                     problems.append(f"{label}: {exc}")
             continue

@@ -1,0 +1,258 @@
+"""Ops of modern CNNs and transformers (issue 9): normalisations (LayerNorm, RMSNorm, GroupNorm,
+InstanceNorm, L2 normalisation and their written-out forms), ``Gather``/``Reshape`` with the batch axis
+tracked, class-token ``Concat``, ``Expand``/``Tile``, ``Where``, ``Neg``/``Reciprocal``/``Abs``,
+``Resize``/``Upsample`` and ``ConvTranspose``.
+
+* Adjoint identity ``⟨J v, u⟩ = ⟨v, Jᵀ u⟩`` of every new layer's VJP, ``J v`` by central finite
+  differences of onnxruntime in float64 (step 1e-6; 1 for linear ops), tolerance 1e-5 of ``Σ|Jv ⊙ u|``.
+* ``NormLayer.linear_vjp`` (σ held constant) against the formula, written out in float64.
+* ``gradient`` on small ONNX nets against float64 central finite differences (the float64 copy of the
+  same weights in ONNX's reference evaluator), relative error ≤ 1e-4 (float32 engine vs float64 reference).
+* Torch exports (``dynamo=False`` and ``dynamo=True``) of tiny modules: ``gradient`` equals torch's
+  autograd in float64 to ≤ 1e-5 relative (crosscheck: needs torch and onnxscript).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import helpers_onnx as H
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from onnxlrp import Explainer
+from onnxlrp.ops import NodeContext, lookup
+from onnxlrp.ops.normalization import NormLayer
+
+K = 2
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("modern")
+
+
+# ---------------------------------------------------------------------------------------------
+# one-node models: the adjoint identity
+
+
+def _one_node(op: str, inputs: list[tuple[str, tuple[int, ...] | np.ndarray]], attrs: dict, opset: int,
+              dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    node = helper.make_node(op, [n for n, _ in inputs], ["y"], name=f"node_{op}", **attrs)
+    dyn = [helper.make_tensor_value_info(n, dtype, list(s)) for n, s in inputs if isinstance(s, tuple)]
+    inits = []
+    for n, a in inputs:
+        if not isinstance(a, tuple):
+            a = np.asarray(a)
+            if a.dtype.kind == "f":
+                a = a.astype(np.float64 if dtype == TensorProto.DOUBLE else np.float32)
+            inits.append(numpy_helper.from_array(a, n))
+    g = helper.make_graph([node], op, dyn, [helper.make_tensor_value_info("y", dtype, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 9
+    return m
+
+
+def _layer_of(model: onnx.ModelProto, feeds: dict[str, np.ndarray], y: np.ndarray, opset: int):  # type: ignore[no-untyped-def]
+    node = model.graph.node[0]
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    shapes = {n: tuple(v.shape) for n, v in feeds.items()}
+    shapes["y"] = tuple(y.shape)
+    builder = lookup(node.op_type)
+    assert builder is not None, node.op_type
+    return builder(NodeContext(node, consts, shapes, opset, {}))
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+ADJOINT_CASES = {
+    "layernorm_last": ("LayerNormalization", [("x", (2, 3, 6)), ("s", _rng(1).standard_normal(6)),
+                                              ("b", _rng(2).standard_normal(6))], {"axis": -1}, 17, False),
+    "layernorm_axis1": ("LayerNormalization", [("x", (2, 3, 4, 2)), ("s", _rng(3).standard_normal((3, 4, 2))),
+                                               ("b", _rng(4).standard_normal((4, 2)))],
+                        {"axis": 1, "epsilon": 1e-3}, 17, False),
+    "instancenorm": ("InstanceNormalization", [("x", (2, 3, 4, 5)), ("s", _rng(5).standard_normal(3)),
+                                               ("b", _rng(6).standard_normal(3))], {}, 17, False),
+    "groupnorm18": ("GroupNormalization", [("x", (2, 4, 3, 3)), ("s", _rng(7).standard_normal(2)),
+                                           ("b", _rng(8).standard_normal(2))], {"num_groups": 2}, 18, False),
+    "groupnorm21": ("GroupNormalization", [("x", (2, 6, 5)), ("s", _rng(9).standard_normal(6)),
+                                           ("b", _rng(10).standard_normal(6))],
+                    {"num_groups": 3, "stash_type": 11}, 21, False),  # statistics in float64 for the reference
+    "lpnorm": ("LpNormalization", [("x", (2, 3, 5))], {"axis": 1, "p": 2}, 17, False),
+    "reducel2": ("ReduceL2", [("x", (2, 3, 4)), ("a", np.array([1, 2], np.int64))], {"keepdims": 0}, 18, False),
+}
+
+
+def _adjoint(model: onnx.ModelProto, feeds: dict[str, np.ndarray], opset: int, linear: bool,
+             layer_inputs: list[str] | None = None) -> None:
+    """Check ``⟨J v, u⟩ = ⟨v, Jᵀ u⟩`` for every activation input of the one-node model."""
+    sess32 = H.ort_session(model)
+    y = sess32.run(None, feeds)[0]
+    m64 = H.to_float64(model, decompose_batchnorm=False)
+    try:
+        sess64 = H.ort_session(m64)
+        sess64.run(None, {k: a.astype(np.float64) for k, a in feeds.items()})
+    except Exception:  # noqa: BLE001 - no float64 kernel in onnxruntime (InstanceNormalization)
+        sess64 = ReferenceEvaluator(m64)
+    layer = _layer_of(model, feeds, y, opset)
+    assert set(layer.inputs) == set(layer_inputs or feeds)
+    rng = _rng(99)
+    u = rng.standard_normal((K,) + y.shape).astype(np.float32)
+    back = layer.vjp(np, [feeds[n] for n in layer.inputs], [y], [u])
+    h = 1.0 if linear else 1e-6
+    for name, jt_u in zip(layer.inputs, back, strict=True):
+        v = rng.standard_normal(feeds[name].shape)
+        f64 = {k: a.astype(np.float64) for k, a in feeds.items()}
+        plus, minus = dict(f64), dict(f64)
+        plus[name], minus[name] = f64[name] + h * v, f64[name] - h * v
+        jv = (sess64.run(None, plus)[0] - sess64.run(None, minus)[0]) / (2 * h)
+        for k in range(K):
+            lhs = float(np.sum(jv * u[k]))
+            rhs = float(np.sum(v * jt_u[k].astype(np.float64)))
+            scale = float(np.sum(np.abs(jv * u[k])))
+            assert scale > 0
+            assert abs(lhs - rhs) <= 1e-5 * scale, (name, k, lhs, rhs)
+
+
+@pytest.mark.parametrize("case", sorted(ADJOINT_CASES))
+def test_vjp_adjoint_identity(case: str) -> None:
+    op, inputs, attrs, opset, linear = ADJOINT_CASES[case]
+    model = _one_node(op, inputs, attrs, opset)
+    rng = _rng(len(case))
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs if isinstance(s, tuple)}
+    _adjoint(model, feeds, opset, linear)
+
+
+def test_norm_forward_matches_onnxruntime() -> None:
+    """Each normalisation layer's own forward equals onnxruntime's output (float32, ≤ 1e-5 relative)."""
+    for case in sorted(ADJOINT_CASES):
+        op, inputs, attrs, opset, _ = ADJOINT_CASES[case]
+        model = _one_node(op, inputs, attrs, opset)
+        rng = _rng(7)
+        feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs if isinstance(s, tuple)}
+        y = H.ort_session(model).run(None, feeds)[0]
+        layer = _layer_of(model, feeds, y, opset)
+        got = layer.forward(np, [feeds[n] for n in layer.inputs])[0]
+        assert got.shape == y.shape and H.rel_err(got, y) < 1e-5, case
+
+
+def test_linear_vjp_holds_sigma_constant() -> None:
+    """``linear_vjp`` is the transposed Jacobian of ``x ↦ (x − μ(x))/σ ⊙ γ`` with σ frozen (float64 formula)."""
+    for case, centered in (("layernorm_axis1", True), ("lpnorm", False), ("groupnorm18", True)):
+        op, inputs, attrs, opset, _ = ADJOINT_CASES[case]
+        model = _one_node(op, inputs, attrs, opset)
+        rng = _rng(11)
+        feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs if isinstance(s, tuple)}
+        y = H.ort_session(model).run(None, feeds)[0]
+        layer = _layer_of(model, feeds, y, opset)
+        assert isinstance(layer, NormLayer) and layer.centered == centered
+        x = feeds["x"].astype(np.float64)
+        xv = x.reshape(layer.view)
+        mu = xv.mean(axis=layer.red, keepdims=True) if centered else 0.0
+        sigma = np.sqrt(((xv - mu) ** 2).mean(axis=layer.red, keepdims=True) + layer.epsilon)
+        gamma = 1.0 if layer.gamma is None else layer.gamma.astype(np.float64)
+        # the frozen map as an explicit matrix: column j = image of the unit vector e_j
+        n = x.size
+        eye = np.eye(n).reshape((n,) + x.shape)
+        ev = eye.reshape((n,) + layer.view)
+        cen = ev - ev.mean(axis=tuple(1 + a for a in layer.red), keepdims=True) if centered else ev
+        cols = (cen / sigma).reshape((n,) + x.shape) * gamma
+        jac = cols.reshape(n, n).T  # y = jac @ x (σ frozen)
+        g = rng.standard_normal((K,) + x.shape)
+        ref = (g.reshape(K, n) @ jac).reshape((K,) + x.shape)
+        got = layer.linear_vjp(np, feeds["x"], g.astype(np.float32))
+        assert H.rel_err(got, ref) < 1e-5, case
+        # and the frozen map is what the forward computes, up to β
+        beta = 0.0 if layer.beta is None else layer.beta
+        assert H.rel_err((jac @ x.reshape(-1)).reshape(x.shape) + beta, y) < 1e-5
+
+
+def test_norm_refusals() -> None:
+    """Normalising over the batch axis, or p = 1, is refused by the builder."""
+    from onnxlrp.ops import Unsupported
+
+    for op, inputs, attrs, opset in (
+        ("LayerNormalization", [("x", (2, 3)), ("s", np.ones((2, 3))), ("b", np.zeros((2, 3)))], {"axis": 0}, 17),
+        ("LpNormalization", [("x", (2, 3))], {"axis": 1, "p": 1}, 17),
+        ("LpNormalization", [("x", (2, 3))], {"axis": 0}, 17),
+    ):
+        model = _one_node(op, inputs, attrs, opset)
+        feeds = {"x": np.ones((2, 3), np.float32)}
+        with pytest.raises(Unsupported):
+            _layer_of(model, feeds, np.ones((2, 3), np.float32), opset)
+
+
+# ---------------------------------------------------------------------------------------------
+# small nets built with onnx.helper: fused patterns and the gradient against finite differences
+
+
+def _fd_gradient(model: onnx.ModelProto, x: np.ndarray, target: int, h: float = 1e-5) -> np.ndarray:
+    """``∂y_t/∂x`` of the float64 copy of ``model`` by central differences (ONNX's reference evaluator)."""
+    sess = ReferenceEvaluator(H.to_float64(model))
+    name = model.graph.input[0].name
+    x64 = x.astype(np.float64)
+    grad = np.zeros_like(x64)
+    flat = grad.reshape(-1)
+    base = x64.reshape(-1)
+    for i in range(base.size):
+        p, m = base.copy(), base.copy()
+        p[i] += h
+        m[i] -= h
+        yp = sess.run(None, {name: p.reshape(x.shape)})[0]
+        ym = sess.run(None, {name: m.reshape(x.shape)})[0]
+        flat[i] = (yp[:, target].sum() - ym[:, target].sum()) / (2 * h)
+    return grad
+
+
+def _written_norm(b: H.Builder, x: str, axes: list[int], centered: bool, style: str, c: int, axis_gamma: int) -> str:
+    """A LayerNorm/RMSNorm written out the way exporters do (``style``: div / recip / div1 / powm)."""
+    ax = b.ints(axes)
+    if centered:
+        d = b.op("Sub", [x, b.op("ReduceMean", [x, ax], keepdims=1)])
+    else:
+        d = x
+    sq = b.op("Pow", [d, b.const(np.float32(2))]) if style != "recip" else b.op("Mul", [d, d])
+    var = b.op("ReduceMean", [sq, ax], keepdims=1)
+    e = b.op("Add", [var, b.const(np.float32(1e-5))])
+    if style == "div":
+        n = b.op("Div", [d, b.op("Sqrt", [e])])
+    elif style == "recip":
+        n = b.op("Mul", [d, b.op("Reciprocal", [b.op("Sqrt", [e])])])
+    elif style == "div1":
+        n = b.op("Mul", [b.op("Div", [b.const(np.float32(1)), b.op("Sqrt", [e])]), d])
+    else:
+        n = b.op("Mul", [d, b.op("Pow", [e, b.const(np.float32(-0.5))])])
+    shape = [1] * 4
+    shape[axis_gamma] = c
+    gamma = b.const(b.rng.uniform(0.5, 1.5, c).reshape(shape[1:]).astype(np.float32))
+    beta = b.const(b.rng.uniform(-0.3, 0.3, c).reshape(shape[1:]).astype(np.float32))
+    return b.op("Add", [b.op("Mul", [gamma, n]), beta])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("style", ["div", "recip", "div1", "powm"])
+@pytest.mark.parametrize("centered", [True, False])
+def test_written_out_norms_fuse_and_differentiate(style: str, centered: bool, folder: Path) -> None:
+    """ConvNeXt's channel LayerNorm and RMSNorm written out: one norm layer, gradient = finite differences."""
+    b = H.Builder(seed=3)
+    x = "x"
+    h = b.conv(x, 3, 4, (3, 3), pads=[1, 1, 1, 1])
+    h = _written_norm(b, h, [1], centered, style, 4, 1)  # over channels of NCHW, γ shaped (4, 1, 1)
+    h = b.relu(h)
+    h = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    y = b.gemm(h, 4, 3)  # type: ignore[arg-type]
+    arch = H._finish(b, f"wn_{style}_{centered}", (3, 4, 4), y, 18)
+    path = H.save_checked(arch.model, folder, f"wn_{style}_{centered}", arch.shape)
+    ex = Explainer(str(path), device="cpu")
+    rows = ex.layers("gradient")
+    norms = [r for r in rows if r["op"] in ("Norm", "RMSNorm", "LayerNorm")]
+    assert len(norms) == 1, rows
+    assert [r['kind'] for r in rows].count('norm') == 1 and len(rows) == 6, rows  # conv norm relu pool flatten gemm
+    xin = _rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    got = ex.explain(xin, target=1, method="gradient")
+    ref = _fd_gradient(arch.model, xin, 1)
+    assert H.rel_err(got, ref) < 1e-4
