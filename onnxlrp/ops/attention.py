@@ -25,6 +25,30 @@ from .elementwise import _GATE_PRODUCERS, _SEE_THROUGH, GateLayer, _source_op
 _SOFTMAX_OPS = {"Softmax", "LogSoftmax"}
 
 
+# element-wise non-linearities (also as parts of a written-out GELU/SiLU) and the ops that end the search
+_NONLINEAR = {"Sigmoid", "HardSigmoid", "Tanh", "Erf", "Gelu", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus",
+              "Softsign", "Clip", "HardSwish", "Mish", "Exp"}
+_LINEAR_OPS = {"MatMul", "Gemm", "Conv", "Einsum", "Softmax", "LogSoftmax"}
+
+
+def _activated(ctx: NodeContext, name: str, depth: int = 8) -> bool:
+    """Whether tensor ``name`` is an element-wise non-linearity of a linear layer's output (the gate branch of a
+    gated unit, ``act(W₁x)`` in ``act(W₁x) ⊙ W₂x``): a non-linear op is met, walking back, before any linear op."""
+    stack, seen = [(name, 0)], set()
+    while stack:
+        t, d = stack.pop()
+        node = ctx.producers.get(t)
+        if node is None or d > depth or t in seen:
+            continue
+        seen.add(t)
+        if node.op_type in _NONLINEAR:
+            return True
+        if node.op_type in _LINEAR_OPS:
+            continue
+        stack.extend((i, d + 1) for i in node.input if i and i not in ctx.consts)
+    return False
+
+
 def _from_softmax(ctx: NodeContext, name: str) -> bool:
     """Whether tensor ``name`` is a softmax output up to re-indexing (attention weights)."""
     seen = 0
@@ -43,7 +67,8 @@ class ProductLayer(Layer):
     """``z = a @ b`` / ``einsum(eq, a, b)`` / ``a ⊙ b`` of two activations (kind ``"product"``).
 
     ``attention_index`` is the input that comes from a Softmax (the attention weights of
-    ``A·V``), or None; CP-LRP holds that factor constant.
+    ``A·V``), or None; ``gate_index`` (``Mul`` only) the input that is a non-linearity of a linear
+    layer when the other is not (the gate of a gated unit), or None. CP-LRP holds these constant.
     """
 
     kind = "product"
@@ -68,6 +93,8 @@ class ProductLayer(Layer):
             raise ValueError(mode)
         src = [_from_softmax(ctx, n) for n in self.inputs]
         self.attention_index: int | None = src.index(True) if src.count(True) == 1 else None
+        act = [_activated(ctx, n) for n in self.inputs] if mode == "mul" else []
+        self.gate_index: int | None = act.index(True) if act.count(True) == 1 else None
 
     def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
         """The product of the two inputs."""

@@ -10,8 +10,9 @@
   ``a ⊙ J_aᵀ s`` summed equals ``Σ z ⊙ s`` (Euler's identity for a function linear in ``a``),
   ``ΣR_a = ΣR_b = ½ ΣR`` up to the stabiliser: the rule conserves.
 * :class:`ProductHoldConstant` — CP-LRP: the attention weights (the factor that comes from a
-  Softmax) are held constant, and the other factor takes all: ``R_v = v ⊙ J_vᵀ s``. A product
-  without a softmax factor gets the uniform rule.
+  Softmax) are held constant, and the other factor takes all: ``R_v = v ⊙ J_vᵀ s``; likewise the
+  gate of a gated unit ``act(W₁x) ⊙ W₂x`` (LXT's CP-LRP detaches it). A product with neither gets
+  the uniform rule.
 * :class:`GateUniform` — the uniform rule on a :class:`~onnxlrp.ops.elementwise.GateLayer`
   (``signal ⊙ gate``, the gate possibly broadcast): ``R_signal = ½ R``, ``R_gate = ½ Σ_broadcast R``.
 * :class:`SoftmaxRule` — AttnLRP's softmax rule (Deep Taylor decomposition at ``x`` with bias):
@@ -48,7 +49,8 @@ class ProductUniform(Rule):
 
 
 class ProductHoldConstant(Rule):
-    """CP-LRP on a product: the attention weights held constant, all relevance to the other factor (ε-rule)."""
+    """CP-LRP on a product: the attention weights (or a gated unit's gate) held constant, all relevance to the other
+    factor (ε-rule)."""
 
     def __init__(self, stabilizer: Stabilizer) -> None:
         self.stabilizer = stabilizer
@@ -56,8 +58,10 @@ class ProductHoldConstant(Rule):
         self.name = f"attention-weights-constant({stabilizer})"
 
     def __call__(self, layer, ctx, ins, outs, gouts):  # type: ignore[override]
-        """``R_v = v ⊙ J_vᵀ(R ⊘ stab(z))`` for the non-softmax factor ``v``; the uniform rule without one."""
+        """``R_v = v ⊙ J_vᵀ(R ⊘ stab(z))`` for the factor ``v`` that is not held; the uniform rule if none is."""
         held = getattr(layer, "attention_index", None)
+        if held is None:
+            held = getattr(layer, "gate_index", None)
         if held is None:
             return self.uniform(layer, ctx, ins, outs, gouts)
         g = gouts[0]
