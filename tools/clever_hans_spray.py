@@ -90,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(header))
         for r in table:
             print(" ".join(str(v) for v in r))
-        print(f"marked cluster {best}: purity {purity:.3f}, recall {recall:.3f}; the mark is "
-              f"{16 / res.means[best].size:.3f} of the pixels")
+        area = 16 / res.means[best].size
+        pos = np.clip(res.means[best], 0, None)
+        share = pos[MARK].sum() / pos.sum()
+        print(f"marked cluster {best}: purity {purity:.3f}, recall {recall:.3f}; the mark is {area:.4f} of the "
+              f"pixels and holds {share:.3f} of the mean map's positive relevance ({share / area:.1f}x its area)")
 
         from threadpoolctl import threadpool_limits
 
