@@ -32,7 +32,7 @@ from .ops.elementwise import ActivationLayer, AffineLayer, BatchNormLayer
 from .ops.fused import FusedActivationLayer, FusedGroup, find_fused_activations
 from .ops.linear import ConvLayer, DenseLayer, LinearLayer
 from .ops.normalization import NormGroup, find_fused_norms
-from .ops.reindex import PadLayer
+from .ops.reindex import PadLayer, batch_axis_problems
 from .paths import MAX_MODEL_BYTES, confined, read_bounded, regular_file
 
 _SOFTMAX = {"Softmax", "LogSoftmax"}
@@ -277,6 +277,11 @@ _FLOAT_TYPES = {
 _KNOWN_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 
 
+def _type_name(code: int) -> str:
+    """``FLOAT``, ``INT64``... for an ONNX element type code; the number itself when it is no known type."""
+    return onnx.TensorProto.DataType.Name(code) if code in _KNOWN_TYPES else f"{code} (not a known type)"
+
+
 def tensor_array(t: onnx.TensorProto, where: str) -> np.ndarray:
     """The tensor's values as an array, after checking that its data fits its declared type and dims.
 
@@ -477,7 +482,7 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     ttype = inp.type.tensor_type
     if not inp.type.HasField("tensor_type") or ttype.elem_type != _FLOAT:
         raise UnsupportedModelError(
-            f"input {inp.name!r} is not a float32 tensor (type {onnx.TensorProto.DataType.Name(ttype.elem_type)}); "
+            f"input {inp.name!r} is not a float32 tensor (type {_type_name(ttype.elem_type)}); "
             "onnxlrp explains float32 models"
         )
     dims: list[int | None] = []
@@ -784,11 +789,40 @@ def _constants(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> dict[s
     return consts
 
 
+_MAX_FOLDED = 2**24  # elements: a constant the model asks to build larger than this is left to onnxruntime
+
+
+def _folded_size(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> float:
+    """An upper estimate of the elements ``node`` would create from constants (the ops that can blow up)."""
+    def ints(k: int) -> np.ndarray:
+        return np.asarray(consts[node.input[k]], dtype=np.float64).reshape(-1)
+
+    op = node.op_type
+    if op == "ConstantOfShape":
+        return float(np.prod(ints(0)))
+    if op == "Expand":
+        return float(np.prod(np.maximum(ints(1), 1))) * max(1.0, float(consts[node.input[0]].size))
+    if op == "Tile":
+        return float(consts[node.input[0]].size) * float(np.prod(ints(1)))
+    if op == "Range":
+        start, limit, delta = (float(ints(k)[0]) for k in range(3))
+        return abs((limit - start) / delta) if delta else float("inf")
+    if op in ("Resize", "Upsample", "Pad", "Concat", "Einsum", "MatMul", "Gemm"):
+        return float(sum(c.size for c in (consts.get(i) for i in node.input if i) if c is not None)) * 64
+    return 0.0
+
+
 def _fold_constant_node(node: onnx.NodeProto, consts: dict[str, np.ndarray], opset: int) -> bool:
-    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator."""
+    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator.
+
+    Nodes that would build a huge constant (a ``ConstantOfShape`` of a billion elements in a
+    hostile file) are not evaluated.
+    """
     from onnx.reference import ReferenceEvaluator
 
     try:
+        if _folded_size(node, consts) > _MAX_FOLDED:
+            return False
         ins = [n for n in node.input if n]
         g = helper.make_graph(
             [node],
@@ -1041,6 +1075,12 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
         raise UnsupportedModelError("the output does not depend on the input through any supported layer")
     if output_name not in {o for layer in layers for o in layer.outputs}:
         raise UnsupportedModelError(f"output {output_name!r} is not computed from the input")
+    mixing = batch_axis_problems(layers, input_name, output_name, int(input_shape[0]))
+    if mixing:
+        raise UnsupportedModelError(
+            "the model cannot be explained: " + "; ".join(mixing[:5])
+            + ". onnxlrp explains each sample on its own; export the model so that samples stay separate."
+        )
 
     _drop_identities(layers, output_name)
     _fold_pads_into_conv(layers)

@@ -626,7 +626,11 @@ def outcome_ok(source: object, x: np.ndarray = X4) -> None:
     assert heat is not None and heat.shape == x.shape and np.all(np.isfinite(heat))
 
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+# ONNXLRP_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_models.py -k "mutat or bytes": a longer, random (not
+# derandomized) fuzz run; by default each property runs a fixed set of examples and the file stays fast
+_LONG = "ONNXLRP_FUZZ_EXAMPLES" in os.environ
+FUZZ = settings(max_examples=int(os.environ.get("ONNXLRP_FUZZ_EXAMPLES", "40")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow], derandomize=not _LONG)
 
 
 @FUZZ
@@ -784,3 +788,79 @@ def test_unicode_and_very_long_names(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModelError, match="名前🙂.*Zebra") as info:
         explain(m, X4)
     assert len(str(info.value)) < 60_000
+
+
+_ODD_INTS = [-(2**40), -5, -1, 0, 1, 2, 3, 7, 2**31, 10**12]
+_OPS = ["Relu", "Conv", "Gemm", "Softmax", "Reshape", "Transpose", "MaxPool", "Flatten", "Loop", "Identity",
+        "Concat", "Sigmoid", "Add", "Mul", "Squeeze", "Unsqueeze", "GlobalAveragePool", "Shape", "Zebra"]
+
+
+def _mutate(m: onnx.ModelProto, draw: Callable[[st.SearchStrategy[object]], object]) -> str:
+    """Apply one random structural mutation to ``m`` in place; returns what was done (for failure reports)."""
+    g = m.graph
+    nodes = list(g.node)
+    node = nodes[draw(st.integers(0, len(nodes) - 1))]  # type: ignore[call-overload]
+    tensors = sorted({t for n in nodes for t in [*n.input, *n.output]} | {i.name for i in g.input})
+    kind = draw(st.sampled_from(["int_attr", "ints_attr", "rewire", "dims", "op_type", "delete", "input_type",
+                                 "input_dims", "data_type", "drop_initializer"]))
+    if kind in ("int_attr", "ints_attr"):
+        attrs = [a for a in node.attribute if a.type == (onnx.AttributeProto.INT if kind == "int_attr"
+                                                            else onnx.AttributeProto.INTS)]
+        if not attrs:
+            name = draw(st.sampled_from(["group", "axis", "transB", "keepdims"] if kind == "int_attr"
+                                        else ["kernel_shape", "strides", "pads", "perm", "axes"]))
+            node.attribute.append(helper.make_attribute(name, 1 if kind == "int_attr" else [1, 1]))
+            attrs = [node.attribute[-1]]
+        a = attrs[0]
+        value = draw(st.sampled_from(_ODD_INTS))
+        if kind == "int_attr":
+            a.i = value  # type: ignore[assignment]
+        elif len(a.ints):
+            a.ints[draw(st.integers(0, len(a.ints) - 1))] = value  # type: ignore[call-overload]
+        return f"{node.name}.{a.name} = {value}"
+    if kind == "rewire" and node.input:
+        k = draw(st.integers(0, len(node.input) - 1))  # type: ignore[call-overload]
+        node.input[k] = draw(st.sampled_from(tensors + [""]))  # type: ignore[assignment]
+        return f"{node.name}.input[{k}] = {node.input[k]!r}"
+    if kind == "dims" and g.initializer:
+        t = g.initializer[draw(st.integers(0, len(g.initializer) - 1))]  # type: ignore[call-overload]
+        if len(t.dims):
+            t.dims[0] = draw(st.sampled_from(_ODD_INTS))  # type: ignore[assignment]
+        return f"{t.name}.dims = {list(t.dims)}"
+    if kind == "op_type":
+        node.op_type = draw(st.sampled_from(_OPS))  # type: ignore[assignment]
+        return f"{node.name}.op_type = {node.op_type}"
+    if kind == "delete":
+        g.node.remove(node)
+        return f"deleted {node.name}"
+    if kind == "input_type":
+        g.input[0].type.tensor_type.elem_type = draw(st.sampled_from([0, 2, 7, 10, 11, 99]))  # type: ignore[assignment]
+        return f"input type {g.input[0].type.tensor_type.elem_type}"
+    if kind == "input_dims":
+        dims = g.input[0].type.tensor_type.shape.dim
+        k = draw(st.integers(0, len(dims) - 1))  # type: ignore[call-overload]
+        dims[k].dim_value = draw(st.sampled_from(_ODD_INTS[1:-1]))  # type: ignore[assignment]
+        return f"input dim {k} = {dims[k].dim_value}"
+    if kind == "data_type" and g.initializer:
+        t = g.initializer[0]
+        t.data_type = draw(st.sampled_from([0, 2, 7, 8, 11, 16, 99]))  # type: ignore[assignment]
+        return f"{t.name}.data_type = {t.data_type}"
+    if kind == "drop_initializer" and g.initializer:
+        del g.initializer[draw(st.integers(0, len(g.initializer) - 1))]  # type: ignore[call-overload]
+        return "dropped an initializer"
+    return "nothing"
+
+
+@settings(max_examples=int(os.environ.get("ONNXLRP_FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow], derandomize=not _LONG)
+@given(st.data())
+def test_structural_mutations(data: st.DataObject) -> None:
+    """One random edit of a small CNN or MLP (attributes, wiring, dims, op types, types): an
+    OnnxLrpError naming something, or a finite explanation — never another exception."""
+    small_cnn = data.draw(st.booleans())
+    m = H.arch_image(seed=1).model if small_cnn else mlp()
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 6) if small_cnn else (2, 4)).astype(np.float32)
+    for _ in range(data.draw(st.integers(1, 2))):
+        note = _mutate(m, data.draw)
+        data.draw(st.just(note), label="mutation")
+    outcome_ok(m, x)
