@@ -194,3 +194,30 @@ def test_sigkill_then_rerun_is_exactly_once(tmp_path: Path, model: Path) -> None
     t = read_table(out, columns=KEY + ["target_spec"]).to_pandas()
     assert len(t) == 48 * 2 and not t.duplicated(KEY).any()
     assert sorted(t["target_spec"].value_counts().to_dict().items()) == [("top-1", 48), ("top-2", 48)]
+
+
+def docs_snippets() -> list[str]:
+    """The Python code blocks of docs/dataset.md's section "Reading the store"."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "dataset.md").read_text(encoding="utf-8")
+    section = text.split("## Reading the store", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def run_snippet(code: str, out: Path) -> None:
+    """Run a docs snippet on the store in ``out`` (its ``runs/audit`` paths replaced)."""
+    code = code.replace('"runs/audit/store"', repr(str(out / "store"))).replace('"runs/audit/"', repr(str(out)))
+    assert "runs/audit" not in code
+    exec(compile(code, "docs/dataset.md", "exec"), {})
+
+
+def test_docs_reading_snippets(tmp_path: Path, model: Path) -> None:
+    photos(tmp_path / "p", 3)
+    out = tmp_path / "audit"
+    assert _cli("explain-dataset", model, tmp_path / "p", "--method", "lrp", "--method", "sglrp", "--target", "top",
+                "-o", out)[0] == 0
+    snippets = docs_snippets()
+    assert len(snippets) == 3 and "ray.data.read_parquet" in snippets[2]
+    for code in snippets[:2]:  # the Ray Data one runs in test_dataset_ray.py
+        run_snippet(code, out)

@@ -90,3 +90,15 @@ def test_cli_ray_matches_local(tmp_path: Path, crash_marker: Path) -> None:
     two = read_table(tmp_path / "ray").to_pandas().sort_values(KEY).reset_index(drop=True)
     assert len(one) == 10 and list(one["heatmap"]) == list(two["heatmap"])
     assert ray.is_initialized()  # a cluster the command joined is left running
+
+
+def test_docs_ray_data_snippet(tmp_path: Path, crash_marker: Path) -> None:
+    from test_dataset_local import docs_snippets, run_snippet
+
+    from onnxlrp.cli import main
+
+    model = tiny_model(tmp_path / "m" / "tiny.onnx")
+    photos(tmp_path / "p", 3)
+    out = tmp_path / "audit"
+    assert main(["explain-dataset", str(model), str(tmp_path / "p"), "--method", "lrp", "-o", str(out)]) == 0
+    run_snippet(docs_snippets()[2], out)
