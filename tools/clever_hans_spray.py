@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from onnxlrp.cli import main as cli
-    from onnxlrp.cli.common import write_csv
     from onnxlrp.dataset import spray as S
+    from onnxlrp.dataset.spray import write_csv
 
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or Path(tmp) / "store"

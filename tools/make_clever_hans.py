@@ -26,7 +26,7 @@ What it writes (``--output``, default ``data/clever_hans/``; every file atomical
 
 Everything is seeded (data, weight initialisation, batch order; torch runs single-threaded
 with deterministic algorithms), so a rerun writes the same images and the same predictions.
-Needs torch (the ``crosscheck`` extra); training takes well under a minute on two cores.
+Needs torch (the ``crosscheck`` extra); the whole script runs in about a minute on two CPU cores.
 
 Usage::
 
