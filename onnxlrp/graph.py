@@ -720,7 +720,13 @@ def canonicalize(prepared: PreparedModel, shape: tuple[int, ...]) -> onnx.ModelP
             raise UnsupportedModelError(
                 f"onnxruntime cannot load this model with input shape {list(shape)}: {msg}"
             ) from None
-        canon = onnx.load(out)
+        try:
+            canon = onnx.load(out)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime wrote something onnx cannot read back
+            raise UnsupportedModelError(
+                f"the model canonicalised by onnxruntime for input shape {list(shape)} cannot be read back "
+                f"({exc.__class__.__name__})"
+            ) from None
     return canon
 
 

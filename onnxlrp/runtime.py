@@ -129,8 +129,8 @@ def run_session(session: Any, names: list[str] | None, input_name: str, x: np.nd
     """``session.run`` with onnxruntime's failures turned into onnxlrp errors.
 
     A failure inside a node (an impossible Reshape for this input, a shape mismatch) is an
-    :class:`UnsupportedModelError` naming the node, its op type and the input shape; any other
-    failure is an :class:`InputError` naming the input shape.
+    :class:`UnsupportedModelError` naming the node, its op type and the input shape; running out
+    of memory and any other failure is an :class:`InputError` naming the input shape.
     """
     try:
         return session.run(names, {input_name: x})
@@ -139,6 +139,8 @@ def run_session(session: Any, names: list[str] | None, input_name: str, x: np.nd
     except Exception as exc:  # noqa: BLE001 - Fail, InvalidArgument, RuntimeException, NotImplemented...
         msg = ort_message(exc)
         node = _NODE.search(str(exc))
+        if "allocat" in msg.lower():
+            raise InputError(f"not enough memory to run the model on input shape {list(x.shape)}: {msg}") from None
         if node is not None:
             raise UnsupportedModelError(
                 f"onnxruntime failed in node {node.group(2)!r} (op {node.group(1)}) on input shape "

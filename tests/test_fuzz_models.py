@@ -349,14 +349,14 @@ def test_non_finite_constant_anywhere_is_refused(site: str) -> None:
 
 
 def test_finite_check_is_cheap() -> None:
-    """One isfinite pass over the file's bytes: 32 M weights (128 MB) cost well under a second."""
+    """One isfinite pass over the file's bytes: 16 M weights (64 MB) cost a small fraction of a second."""
     m = mlp()
-    m.graph.initializer.append(numpy_helper.from_array(np.ones(32 * 2**20, np.float32), "big"))
+    m.graph.initializer.append(numpy_helper.from_array(np.ones(16 * 2**20, np.float32), "big"))
     data = m.SerializeToString()
     model = onnx.load_model_from_string(data)
     start = time.process_time()
     G._check_tensors(model, data)
-    assert time.process_time() - start < 1.0  # measured: 0.03 s; VGG16-sized 470 MB: 0.1 s
+    assert time.process_time() - start < 0.5  # measured: 0.015 s; VGG16-sized 470 MB: 0.1 s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,10 +617,10 @@ def test_100000_simple_nodes_prepare_in_seconds() -> None:
 # 9. fuzz: what an attacker or a broken exporter would hand us
 
 
-def outcome_ok(source: object, x: np.ndarray = X4) -> None:
+def outcome_ok(source: object, x: np.ndarray = X4, method: str = "gradient") -> None:
     """The documented outcome: an OnnxLrpError, or a finite explanation shaped like ``x``."""
     try:
-        heat = explain(source, x)
+        heat = explain(source, x, method)
     except OnnxLrpError:
         return
     assert heat is not None and heat.shape == x.shape and np.all(np.isfinite(heat))
@@ -863,4 +863,4 @@ def test_structural_mutations(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(1, 2))):
         note = _mutate(m, data.draw)
         data.draw(st.just(note), label="mutation")
-    outcome_ok(m, x)
+    outcome_ok(m, x, data.draw(st.sampled_from(["gradient", "lrp", "sglrp", "epsilon_plus_flat"])))
