@@ -14,6 +14,7 @@ tracked, class-token ``Concat``, ``Expand``/``Tile``, ``Where``, ``Neg``/``Recip
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import helpers_onnx as H
@@ -256,3 +257,147 @@ def test_written_out_norms_fuse_and_differentiate(style: str, centered: bool, fo
     got = ex.explain(xin, target=1, method="gradient")
     ref = _fd_gradient(arch.model, xin, 1)
     assert H.rel_err(got, ref) < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# torch exports: gradient against torch's autograd in float64
+
+
+def _torch_modules():  # type: ignore[no-untyped-def]
+    """Tiny modules (built on demand: torch is optional), by name: (module, sample shape, exporters)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Tokens(nn.Module):
+        """Linear → norm → GELU → mean over tokens → Linear (a transformer block's skeleton)."""
+
+        def __init__(self, norm: nn.Module) -> None:
+            super().__init__()
+            self.inp, self.norm, self.head = nn.Linear(8, 8), norm, nn.Linear(8, 3)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.head(nn.functional.gelu(self.norm(self.inp(x))).mean(1))
+
+    class WrittenRMS(nn.Module):
+        """HF/T5-style RMSNorm: ``w · x · rsqrt(mean(x²) + ε)``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.rand(8) + 0.5)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+
+    class ChannelLN(nn.Module):
+        """ConvNeXt's LayerNorm over the channels of NCHW, written out."""
+
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.rand(c) + 0.5), nn.Parameter(torch.rand(c) - 0.5)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            u = x.mean(1, keepdim=True)
+            s = (x - u).pow(2).mean(1, keepdim=True)
+            return self.w[:, None, None] * ((x - u) / torch.sqrt(s + 1e-6)) + self.b[:, None, None]
+
+    def conv_net(norm: nn.Module) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), norm, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, 3))
+
+    class ViT(nn.Module):
+        """Patch embedding, class token, position embedding, one pre-norm attention block, head on ``x[:, 0]``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 8, 2, stride=2)
+            self.cls = nn.Parameter(torch.randn(1, 1, 8))
+            self.pos = nn.Parameter(torch.randn(1, 5, 8) * 0.1)
+            self.ln1, self.ln2 = nn.LayerNorm(8), nn.LayerNorm(8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            x = self.patch(x).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+            h = self.ln1(x)
+            x = x + self.attn(h, h, h, need_weights=False)[0]
+            x = x + self.mlp(self.ln2(x))
+            return self.head(x[:, 0])
+
+    class SwinHead(nn.Module):
+        """Windows of an NHWC map merged into the batch axis (``(B·nW, w², C)``), a token mixer, windows undone,
+        LayerNorm on NHWC, permute, pool, head: the batch axis leaves axis 0 and comes back."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 8, 1)
+            self.mix = nn.Linear(4, 4)
+            self.norm = nn.LayerNorm(8)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            b = x.shape[0]
+            x = self.patch(x).permute(0, 2, 3, 1)  # (B, 4, 4, C)
+            w = x.reshape(b, 2, 2, 2, 2, 8).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4, 8)  # (B·4, 4, C)
+            w = self.mix(w.transpose(1, 2)).transpose(1, 2)  # mixes the 4 tokens of each window
+            x = w.reshape(b, 2, 2, 2, 2, 8).permute(0, 1, 3, 2, 4, 5).reshape(b, 4, 4, 8)
+            x = self.norm(x).permute(0, 3, 1, 2)
+            return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    both, dyn = ("torchscript", "dynamo"), ("dynamo",)
+    return {
+        "layernorm": (Tokens(nn.LayerNorm(8)), (5, 8), both),
+        "rmsnorm": (Tokens(nn.RMSNorm(8, eps=1e-6)), (5, 8), dyn),  # TorchScript cannot export aten::rms_norm
+        "written_rms": (Tokens(WrittenRMS()), (5, 8), both),
+        "groupnorm": (conv_net(nn.GroupNorm(2, 4)), (3, 6, 6), both),
+        "instancenorm": (conv_net(nn.InstanceNorm2d(4, affine=True)), (3, 6, 6), both),
+        "channel_layernorm": (conv_net(ChannelLN(4)), (3, 6, 6), both),
+        "vit": (ViT(), (3, 4, 4), both),
+        "swin_head": (SwinHead(), (3, 4, 4), both),
+    }
+
+
+TORCH_CASES = [
+    ("layernorm", "torchscript"), ("layernorm", "dynamo"), ("rmsnorm", "dynamo"), ("written_rms", "torchscript"),
+    ("written_rms", "dynamo"), ("groupnorm", "torchscript"), ("groupnorm", "dynamo"), ("instancenorm", "torchscript"),
+    ("instancenorm", "dynamo"), ("channel_layernorm", "torchscript"), ("channel_layernorm", "dynamo"),
+    ("vit", "torchscript"), ("vit", "dynamo"), ("swin_head", "torchscript"), ("swin_head", "dynamo"),
+]
+
+
+def _export(torch, module, x, path: Path, exporter: str) -> None:  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True,
+                              opset_version=18, verbose=False)
+        else:
+            torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=False,
+                              opset_version=17, dynamic_axes={"x": {0: "N"}})
+
+
+@pytest.mark.crosscheck
+@pytest.mark.parametrize("name,exporter", TORCH_CASES, ids=[f"{a}-{b}" for a, b in TORCH_CASES])
+def test_torch_export_gradient_matches_autograd(name: str, exporter: str, folder: Path) -> None:
+    """Explained as exported (no refusal) and ``gradient`` = torch autograd in float64, ≤ 1e-5 relative,
+    at batch sizes 1 and 3 (TorchScript: one export with a dynamic batch; dynamo: one export per size)."""
+    torch = pytest.importorskip("torch")
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    module, shape, _ = _torch_modules()[name]
+    module = module.eval()
+    for batch in (3, 1) if exporter == "torchscript" else (3,):
+        x = torch.randn((batch,) + shape)
+        path = folder / f"{name}_{exporter}_{batch}.onnx"
+        if not path.exists():
+            _export(torch, module, x, path, exporter)
+        ex = Explainer(str(path), device="cpu")
+        x64 = x.double().requires_grad_(True)
+        target = 1
+        out = module.double()(x64)
+        (ref,) = torch.autograd.grad(out[:, target].sum(), x64)
+        module.float()
+        got = ex.explain(x.numpy(), target=target, method="gradient")
+        assert H.rel_err(got, ref.numpy()) < 1e-5, (name, exporter, batch, H.rel_err(got, ref.numpy()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,8 +96,6 @@ class SplitLayer(Layer):
         super().__init__(ctx, inputs=[ctx.node.input[0]])
         rank = len(self.input_shapes[0])
         self.axis = int(ctx.attr("axis", 0)) % rank
-        if self.axis == 0:
-            raise Unsupported("Split along the batch axis")
 
     def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
         """Concatenate the pieces' gradients."""
@@ -137,8 +136,6 @@ class SliceLayer(Layer):
         sl = [slice(None)] * rank
         for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
             a = int(a) % rank
-            if a == 0:
-                raise Unsupported("Slice along the batch axis")
             big = np.iinfo(np.int64).max // 2
             e = None if (st > 0 and e >= big) or (st < 0 and e <= -big) else int(e)
             sl[a] = slice(int(s), e, int(st))
@@ -185,8 +182,6 @@ class PadLayer(Layer):
         self.end = [0] * rank
         for j, a in enumerate(axes):
             self.begin[a], self.end[a] = pads[j], pads[j + n]
-        if self.begin[0] or self.end[0]:
-            raise Unsupported("Pad along the batch axis")
         self.value = float(np.asarray(ctx.const(2)).reshape(-1)[0]) if ctx.const(2) is not None else 0.0
 
     def _regions(self) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
@@ -218,7 +213,13 @@ class PadLayer(Layer):
 
 
 class GatherLayer(Layer):
-    """``Gather`` of constant, distinct indices along a non-batch axis (e.g. ``x[:, 0]``)."""
+    """``Gather`` of constant indices along any axis (``x[:, 0]``, a q/k/v split ``x[0]`` of a tensor whose batch
+    axis a reshape moved, dynamo's ``as_strided`` as a gather of a flattened tensor with an index array).
+
+    Indices may be multi-dimensional and repeated: the VJP adds the gradient back at the gathered positions
+    (a repeated element collects the gradients of all its copies). Whether the gather keeps the samples
+    apart is decided from the indices by :func:`batch_axes`.
+    """
 
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx, inputs=[ctx.node.input[0]])
@@ -227,24 +228,42 @@ class GatherLayer(Layer):
             raise Unsupported("Gather with indices computed at run time")
         rank = len(self.input_shapes[0])
         self.axis = int(ctx.attr("axis", 0)) % rank
-        if self.axis == 0:
-            raise Unsupported("Gather along the batch axis")
         dim = self.input_shapes[0][self.axis]
-        idx = np.asarray(idx, dtype=np.int64) % dim
-        if idx.ndim > 1 or len(np.unique(idx)) != idx.size:
-            raise Unsupported("Gather with repeated or multi-dimensional indices")
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < -dim or idx.max() >= dim):
+            raise Unsupported(f"Gather indices outside [-{dim}, {dim})")
+        idx = idx % max(dim, 1)
         self.index: int | np.ndarray = int(idx) if idx.ndim == 0 else idx
+        self.distinct = idx.ndim <= 1 and len(np.unique(idx)) == idx.size
 
     def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
-        """Write the gradient back at the gathered positions."""
+        """Add the gradient back at the gathered positions."""
         g = gouts[0]
         if g is None:
             return [None]
-        gx = xp.zeros((g.shape[0],) + tuple(self.input_shapes[0]), dtype=g.dtype)
-        sl = [slice(None)] * gx.ndim
-        sl[1 + self.axis] = self.index if isinstance(self.index, int) else xp.asarray(self.index)
-        gx[tuple(sl)] = g
+        shape = tuple(self.input_shapes[0])
+        gx = xp.zeros((g.shape[0],) + shape, dtype=g.dtype)
+        if isinstance(self.index, int) or self.distinct:
+            sl = [slice(None)] * gx.ndim
+            sl[1 + self.axis] = self.index if isinstance(self.index, int) else xp.asarray(self.index)
+            gx[tuple(sl)] = g
+            return [gx]
+        pre = int(np.prod(shape[: self.axis], dtype=np.int64))
+        post = int(np.prod(shape[self.axis + 1:], dtype=np.int64))
+        g4 = g.reshape(g.shape[0], pre, self.index.size, post)
+        g4x = gx.reshape(g.shape[0], pre, shape[self.axis], post)
+        where = (slice(None), slice(None), xp.asarray(self.index.reshape(-1)))
+        if xp is np:
+            np.add.at(g4x, where, g4)
+        else:
+            import cupyx  # type: ignore[import-not-found]
+
+            cupyx.scatter_add(g4x, where, g4)
         return [gx]
+
+    def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
+        """Gather."""
+        return [xp.take(ins[0], xp.asarray(self.index), axis=self.axis)]
 
 
 @register("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
@@ -287,3 +306,170 @@ def _pad(ctx: NodeContext) -> Layer:
 @register("Gather")
 def _gather(ctx: NodeContext) -> Layer:
     return GatherLayer(ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# where the batch axis is, tensor by tensor
+
+
+@dataclass(frozen=True)
+class BatchAt:
+    """Where the samples of a tensor lie: in axis ``axis``, at stride ``inner`` within that axis.
+
+    ``inner == 1`` and a dimension equal to the batch size: the batch *is* axis ``axis``. A
+    reshape that merges the batch with the axes after it (``(N, L, E) → (N·L, E)``) leaves it
+    inside an axis, with ``inner`` the product of the merged dimensions after it (``L``); a later
+    reshape can split it out again. Reshapes keep the row-major layout, so the batch's place is
+    found again from the shapes alone: the axis whose index digits contain the batch's.
+    """
+
+    axis: int
+    inner: int = 1
+
+
+def _suffix(shape: tuple[int, ...], k: int) -> int:
+    return int(np.prod(shape[k + 1:], dtype=np.int64))
+
+
+def _span(shape: tuple[int, ...], at: BatchAt, n: int) -> tuple[int, int]:
+    """The batch's range of row-major strides ``[S, S·N)``."""
+    s = at.inner * _suffix(shape, at.axis)
+    return s, s * n
+
+
+def _locate(shape: tuple[int, ...], span: tuple[int, int]) -> BatchAt | None:
+    """The axis of ``shape`` whose strides contain ``span`` (None if the batch is split over axes)."""
+    lo, hi = span
+    for k in range(len(shape)):
+        suf = _suffix(shape, k)
+        if suf <= lo and hi <= suf * shape[k] and lo % suf == 0:
+            return BatchAt(k, lo // suf)
+    return None
+
+
+def _overlaps(shape: tuple[int, ...], axis: int, span: tuple[int, int]) -> bool:
+    """True when axis ``axis`` of ``shape`` shares strides with the batch's ``span`` (the op mixes samples)."""
+    lo = _suffix(shape, axis)
+    return span[0] < lo * shape[axis] and lo < span[1]
+
+
+def _acted_axes(layer: Layer) -> list[tuple[int, ...] | None]:
+    """Per input: the axes the layer reduces, selects, pads or mixes along (None: it reads no sample structure)."""
+    from .attention import ProductLayer, SoftmaxLayer
+    from .linear import ConvLayer, DenseLayer, LinearLayer
+    from .normalization import NormLayer, ReduceL2Layer
+    from .pooling import AvgPoolLayer, MaxPoolLayer, ReduceLayer
+
+    own = getattr(layer, "acted_axes", None)
+    if callable(own):
+        return list(own())
+    shapes = layer.input_shapes
+    rank = len(shapes[0]) if shapes else 0
+    if isinstance(layer, (SplitLayer, ConcatLayer)):
+        return [(layer.axis,)] * len(shapes)
+    if isinstance(layer, SliceLayer):
+        return [tuple(a for a, sl in enumerate(layer.slices)
+                      if sl != slice(None) and range(shapes[0][a])[sl] != range(shapes[0][a]))]
+    if isinstance(layer, PadLayer):
+        return [tuple(a for a in range(rank) if layer.begin[a] or layer.end[a])]
+    if isinstance(layer, (ReduceLayer, ReduceL2Layer, NormLayer, SoftmaxLayer)):
+        return [tuple(layer.axes)]
+    if isinstance(layer, DenseLayer):
+        return [(rank - 1,)]
+    if isinstance(layer, (ConvLayer, LinearLayer, MaxPoolLayer, AvgPoolLayer)):  # channels and spatial axes
+        return [tuple(range(1, rank))]
+    if isinstance(layer, ProductLayer) and layer.mode == "matmul":
+        return [(len(shapes[0]) - 1,), (len(shapes[1]) - 2,)]
+    return [None] * len(shapes)
+
+
+def _out_batch(layer: Layer, at: BatchAt, k_in: int, n: int) -> BatchAt | None:
+    """The batch's place in the layer's (first) output, given its place ``at`` in input ``k_in``."""
+    from .normalization import ReduceL2Layer
+    from .pooling import ReduceLayer
+
+    shape_in = tuple(layer.input_shapes[k_in])
+    shape_out = tuple(layer.output_shapes[0])
+    if isinstance(layer, ReshapeLayer):
+        return _locate(shape_out, _span(shape_in, at, n))
+    if isinstance(layer, TransposeLayer):
+        return BatchAt(layer.perm.index(at.axis), at.inner)
+    if isinstance(layer, GatherLayer):
+        if layer.axis == at.axis:
+            return _gather_batch(layer, at, n)
+        if isinstance(layer.index, int):
+            return BatchAt(at.axis - (layer.axis < at.axis), at.inner)
+        shift = layer.index.ndim - 1 if layer.axis < at.axis else 0
+        return BatchAt(at.axis + shift, at.inner)
+    if isinstance(layer, (ReduceLayer, ReduceL2Layer)) and not layer.keepdims:
+        return BatchAt(at.axis - sum(a < at.axis for a in layer.axes), at.inner)
+    # element-wise and shape-keeping layers; broadcasting aligns the axes on the right
+    return BatchAt(at.axis + len(shape_out) - len(shape_in), at.inner)
+
+
+def _gather_batch(layer: GatherLayer, at: BatchAt, n: int) -> BatchAt | None:
+    """The batch's place after a gather along the axis that holds it, or None when the gather mixes samples.
+
+    Element ``i`` of the gathered axis belongs to sample ``(i // inner) mod N``. The gather keeps the
+    samples apart when, over the index array in row-major order, the sample of each gathered element
+    runs through ``0 … N−1`` in blocks of one length ``r``, repeated (each output position reads its own sample):
+    the batch then lies at stride ``r · (elements after the axis)`` of the output.
+    """
+    if isinstance(layer.index, int):
+        return None
+    sid = (layer.index.reshape(-1) // at.inner) % n
+    moved = np.flatnonzero(sid)
+    if n < 2 or not moved.size or sid[0] != 0:
+        return None
+    r = int(moved[0])
+    if np.any(sid != (np.arange(sid.size) // r) % n):
+        return None
+    shape_in = tuple(layer.input_shapes[0])
+    post = int(np.prod(shape_in[layer.axis + 1:], dtype=np.int64))
+    return _locate(tuple(layer.output_shapes[0]), (r * post, r * post * n))
+
+
+def batch_axes(layers: list[Layer], input_name: str, batch: int) -> tuple[dict[str, BatchAt | None], list[str]]:
+    """Where the batch axis of every tensor is, and the layers that would mix samples.
+
+    The batch starts as axis 0 of the input and is followed through every layer in topological
+    order: reshapes (found again from the shapes, see :class:`BatchAt`), transposes, gathers and
+    reductions that drop axes, broadcasting. A layer that reduces, selects, pads, concatenates,
+    normalises or contracts along an axis holding the batch would make one sample's explanation
+    depend on the others; it is reported (node, op type, axis). With one sample nothing can mix.
+    """
+    where: dict[str, BatchAt | None] = {input_name: BatchAt(0)}
+    problems: list[str] = []
+    for layer in layers:
+        acted = _acted_axes(layer)
+        state: BatchAt | None = None
+        k_in = 0
+        for k, name in enumerate(layer.inputs):
+            at = where.get(name)
+            if at is None:
+                continue
+            shape = tuple(layer.input_shapes[k])
+            span = _span(shape, at, batch)
+            axes = acted[k] if k < len(acted) else None
+            hit = [a for a in (axes or ()) if batch > 1 and _overlaps(shape, a, span)]
+            if hit:
+                problems.append(f"node {layer.name!r} (op {layer.op_type}) works along axis {hit[0]} of "
+                                f"{name!r} {list(shape)}, which holds the batch: it would mix samples")
+            if state is None:
+                state, k_in = at, k
+        out = None if state is None else _out_batch(layer, state, k_in, batch)
+        if state is not None and out is None and batch > 1:
+            problems.append(f"node {layer.name!r} (op {layer.op_type}) splits the batch axis over several axes "
+                            f"({list(layer.input_shapes[k_in])} → {list(layer.output_shapes[0])})")
+        for o in layer.outputs:
+            where[o] = out
+    return where, problems
+
+
+def batch_axis_problems(layers: list[Layer], input_name: str, output_name: str, batch: int) -> list[str]:
+    """The layers that mix samples (see :func:`batch_axes`), and the output if its batch is not axis 0."""
+    where, problems = batch_axes(layers, input_name, batch)
+    at = where.get(output_name)
+    if batch > 1 and at is not None and at != BatchAt(0):
+        problems.append(f"the output {output_name!r} does not hold the samples in its first axis")
+    return problems
