@@ -2,12 +2,14 @@
 
 from . import (  # noqa: F401  (import registers the builders)
     attention,
+    conv_transpose,
     elementwise,
     fused,
     linear,
     normalization,
     pooling,
     reindex,
+    resize,
 )
 from .base import Layer, NodeContext, Unsupported, lookup, register, registered_ops
 

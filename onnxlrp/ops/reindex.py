@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Array, Layer, NodeContext, Unsupported, register
+from .base import Array, Layer, NodeContext, Unsupported, register, unbroadcast
 
 
 class ReshapeLayer(Layer):
@@ -61,6 +61,7 @@ class ConcatLayer(Layer):
         rank = len(self.output_shapes[0])
         self.axis = int(ctx.attr("axis")) % rank
         self.pieces: list[tuple[int, int, bool]] = []  # (start, stop, dynamic)
+        self.constants = [np.asarray(ctx.consts[n], dtype=np.float32) for n in ctx.node.input if n in ctx.consts]
         start = 0
         for name in ctx.node.input:
             size = int(ctx.consts[name].shape[self.axis]) if name in ctx.consts else ctx.shape(name)[self.axis]
@@ -83,10 +84,10 @@ class ConcatLayer(Layer):
         return res
 
     def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
-        """Concatenate (only when every input is dynamic)."""
-        if not all(d for _, _, d in self.pieces):
-            raise Unsupported("Concat with constants has no array forward here")
-        return [xp.concatenate(ins, axis=self.axis)]
+        """Concatenate the inputs and the constant pieces (a class token, register tokens) in order."""
+        dyn, const = iter(ins), iter(self.constants)
+        parts = [next(dyn) if d else xp.asarray(next(const)) for _, _, d in self.pieces]
+        return [xp.concatenate(parts, axis=self.axis)]
 
 
 class SplitLayer(Layer):
@@ -264,6 +265,136 @@ class GatherLayer(Layer):
     def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
         """Gather."""
         return [xp.take(ins[0], xp.asarray(self.index), axis=self.axis)]
+
+
+class ExpandLayer(Layer):
+    """``Expand`` of an activation to a constant shape (broadcasting): the VJP sums over the broadcast axes."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx, inputs=[ctx.node.input[0]])
+        if not ctx.is_const(1):
+            raise Unsupported("Expand to a shape computed at run time")
+
+    def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
+        """Sum the gradient over the broadcast axes."""
+        g = gouts[0]
+        return [None if g is None else unbroadcast(xp, g, tuple(self.input_shapes[0]))]
+
+    def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
+        """Broadcast to the output shape."""
+        return [xp.ascontiguousarray(xp.broadcast_to(ins[0], tuple(self.output_shapes[0])))]
+
+
+class TileLayer(Layer):
+    """``Tile`` of an activation with constant repeats: the VJP sums the gradient over the copies."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx, inputs=[ctx.node.input[0]])
+        reps = ctx.const(1)
+        if reps is None:
+            raise Unsupported("Tile repeats computed at run time")
+        self.repeats = [int(r) for r in np.asarray(reps).reshape(-1)]
+        if len(self.repeats) != len(self.input_shapes[0]) or min(self.repeats, default=1) < 1:
+            raise Unsupported(f"Tile repeats {self.repeats} for an input of rank {len(self.input_shapes[0])}")
+
+    def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
+        """View the gradient as (K, r0, d0, r1, d1, ...) and sum the repeat axes."""
+        g = gouts[0]
+        if g is None:
+            return [None]
+        split: list[int] = [g.shape[0]]
+        for r, d in zip(self.repeats, self.input_shapes[0], strict=True):
+            split += [r, d]
+        axes = tuple(range(1, len(split), 2))
+        return [g.reshape(split).sum(axis=axes)]
+
+    def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
+        """Tile."""
+        return [xp.tile(ins[0], self.repeats)]
+
+    def acted_axes(self) -> list[tuple[int, ...]]:
+        """The repeated axes (for the batch-axis check)."""
+        return [tuple(a for a, r in enumerate(self.repeats) if r > 1)]
+
+
+class WhereLayer(Layer):
+    """``Where(cond, a, b)`` with a constant condition (masks): each output element is one input element.
+
+    The VJP routes the gradient to ``a`` where ``cond`` holds and to ``b`` elsewhere (summed over broadcast
+    axes); a constant branch receives nothing. As a re-indexing layer it keeps relevance where it came from.
+    """
+
+    def __init__(self, ctx: NodeContext) -> None:
+        cond = ctx.const(0)
+        if cond is None:
+            raise Unsupported("Where with a condition computed at run time (a data-dependent selection)")
+        branches = [ctx.node.input[1], ctx.node.input[2]]
+        super().__init__(ctx, inputs=[b for b in branches if b not in ctx.consts])
+        self.cond = np.asarray(cond).astype(bool)
+        self.dynamic = [b not in ctx.consts for b in branches]
+        self.values = [None if d else np.asarray(ctx.consts[b], dtype=np.float32)
+                       for b, d in zip(branches, self.dynamic, strict=True)]
+
+    def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
+        """``g ⊙ cond`` to the first branch, ``g ⊙ ¬cond`` to the second."""
+        g = gouts[0]
+        res: list[Array | None] = []
+        shapes = iter(self.input_shapes)
+        for k, dyn in enumerate(self.dynamic):
+            if not dyn:
+                continue
+            shape = tuple(next(shapes))
+            if g is None:
+                res.append(None)
+                continue
+            mask = xp.asarray(self.cond if k == 0 else ~self.cond)
+            res.append(unbroadcast(xp, g * mask, shape))
+        return res
+
+    def forward(self, xp: Any, ins: list[Array]) -> list[Array]:
+        """Select."""
+        dyn = iter(ins)
+        a, b = (next(dyn) if d else xp.asarray(v) for d, v in zip(self.dynamic, self.values, strict=True))
+        return [xp.where(xp.asarray(self.cond), a, b).astype(xp.float32)]
+
+
+@register("Expand")
+def _expand(ctx: NodeContext) -> Layer:
+    return ExpandLayer(ctx)
+
+
+@register("Tile")
+def _tile(ctx: NodeContext) -> Layer:
+    return TileLayer(ctx)
+
+
+@register("Where")
+def _where(ctx: NodeContext) -> Layer:
+    return WhereLayer(ctx)
+
+
+@register("Neg")
+def _neg(ctx: NodeContext) -> Layer:
+    """``−x`` of an activation: a constant scaling by −1 (kind ``affine``)."""
+    from .elementwise import AffineLayer
+
+    return AffineLayer(ctx, ctx.node.input[0], np.float32(-1.0), np.float32(0.0))
+
+
+@register("Abs")
+def _abs(ctx: NodeContext) -> Layer:
+    """``|x|`` of an activation: an element-wise activation with derivative ``sign(x)``."""
+    from .elementwise import ActivationLayer
+
+    return ActivationLayer(ctx, lambda xp, x, y: xp.sign(x).astype(xp.float32))
+
+
+@register("Reciprocal")
+def _reciprocal(ctx: NodeContext) -> Layer:
+    """``1/x`` of an activation: an element-wise activation with derivative ``−1/x² = −y²``."""
+    from .elementwise import ActivationLayer
+
+    return ActivationLayer(ctx, lambda xp, x, y: (-(y * y)).astype(xp.float32))
 
 
 @register("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
