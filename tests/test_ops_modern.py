@@ -530,3 +530,68 @@ def test_conv_transpose_matches_onnxruntime(k: int) -> None:
     lhs = float(np.sum(layer.lin(np, v, w64, None) * u))
     rhs = float(np.sum(v * layer.lin_t(np, u, w64)))
     assert abs(lhs - rhs) <= 1e-9 * float(np.sum(np.abs(u)) * np.sum(np.abs(v)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the batch axis, tracked through reshapes
+
+
+def _qkv_split(b: H.Builder) -> str:
+    """``[N, 6] → Gemm → [N, 12] → Reshape [N, 3, 4] → Transpose → [3, N, 4] → Gather(axis 0, 1) → [N, 4]``:
+    torchvision's q/k/v split, where axis 0 of the gathered tensor is not the batch."""
+    h = b.relu(b.gemm("x", 6, 12))
+    h = b.op("Reshape", [h, b.ints([0, 3, 4])])
+    h = b.op("Transpose", [h], perm=[1, 0, 2])
+    k = b.op("Gather", [h, b.const(np.asarray(1, np.int64))], axis=0)
+    return b.gemm(k, 4, 3)  # type: ignore[arg-type]
+
+
+def test_gather_on_axis_0_after_a_reshape_is_explained(folder: Path) -> None:
+    """The q/k/v-style gather is explained at batch sizes 1 and 3, with the gradient of finite differences."""
+    b = H.Builder(seed=4)
+    arch = H._finish(b, "qkv", (6,), _qkv_split(b), 17)
+    path = H.save_checked(arch.model, folder, "qkv", arch.shape)
+    ex = Explainer(str(path), device="cpu")
+    for n in (1, 3):
+        x = _rng(n).standard_normal((n, 6)).astype(np.float32)
+        got = ex.explain(x, target=2, method="gradient")
+        assert H.rel_err(got, _fd_gradient(arch.model, x, 2)) < 1e-4, n
+
+
+def _mixing_models() -> dict[str, onnx.ModelProto]:
+    """Small classifiers that combine samples, each in its own way."""
+    out = {}
+    b = H.Builder(seed=5)  # a mean over the batch axis added to every sample
+    h = b.relu(b.gemm("x", 6, 5))
+    h = b.op("Add", [h, b.op("ReduceMean", [h], axes=[0], keepdims=1)])
+    out["reduce_batch"] = H._finish(b, "m1", (6,), b.gemm(h, 5, 3), 13).model  # type: ignore[arg-type]
+    b = H.Builder(seed=6)  # the first sample's features for everyone
+    h = b.relu(b.gemm("x", 6, 5))
+    h = b.op("Gather", [h, b.const(np.zeros(1, np.int64))], axis=0)
+    h = b.op("Expand", [h, b.ints([2, 5])])
+    out["gather_batch"] = H._finish(b, "m2", (6,), b.gemm(h, 5, 3), 13).model  # type: ignore[arg-type]
+    b = H.Builder(seed=7)  # transposed: a dense layer across the samples
+    h = b.op("Transpose", [b.relu(b.gemm("x", 6, 5))], perm=[1, 0])
+    h = b.op("MatMul", [h, b.const(b.weight([2, 2], 2))])
+    out["dense_over_batch"] = H._finish(b, "m3", (6,), b.op("Transpose", [b.gemm(h, 2, 2)], perm=[1, 0]),
+                                        13).model  # type: ignore[arg-type]
+    b = H.Builder(seed=8)  # the batch flattened into the features
+    h = b.op("Reshape", [b.relu(b.gemm("x", 6, 5)), b.ints([1, 10])])
+    h = b.op("Reshape", [b.gemm(h, 10, 6), b.ints([2, 3])])
+    out["flatten_batch"] = H._finish(b, "m4", (6,), h, 13).model
+    return out
+
+
+@pytest.mark.parametrize("name", ["reduce_batch", "gather_batch", "dense_over_batch", "flatten_batch"])
+def test_layers_that_mix_samples_are_refused_by_name(name: str, folder: Path) -> None:
+    """With 2 samples each is refused before anything runs, naming the node and its op type."""
+    import onnxlrp
+
+    model = _mixing_models()[name]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value = 2
+    path = folder / f"mix_{name}.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(onnxlrp.UnsupportedModelError, match=r"node '\w+' \(op \w+\) .*it would mix samples"):
+        Explainer(str(path), device="cpu")
+

@@ -590,8 +590,13 @@ def batch_axes(layers: list[Layer], input_name: str, batch: int) -> tuple[dict[s
                 state, k_in = at, k
         out = None if state is None else _out_batch(layer, state, k_in, batch)
         if state is not None and out is None and batch > 1:
-            problems.append(f"node {layer.name!r} (op {layer.op_type}) splits the batch axis over several axes "
-                            f"({list(layer.input_shapes[k_in])} → {list(layer.output_shapes[0])})")
+            if isinstance(layer, GatherLayer):
+                problems.append(f"node {layer.name!r} (op Gather) selects along axis {layer.axis} of "
+                                f"{layer.inputs[0]!r} {list(layer.input_shapes[0])}, which holds the batch: "
+                                "it would mix samples")
+            else:
+                problems.append(f"node {layer.name!r} (op {layer.op_type}) splits the batch axis over several axes "
+                                f"({list(layer.input_shapes[k_in])} → {list(layer.output_shapes[0])})")
         for o in layer.outputs:
             where[o] = out
     return where, problems
