@@ -221,7 +221,7 @@ def _lxt_other(stab: Stabilizer) -> dict[str, Rule]:
     return {"activation": PASS, "affine": z, "batchnorm": z, "add": z, "avgpool": z, "norm": NormEpsilon(stab)}
 
 
-def attnlrp(eps: float = 1e-6) -> Composite:
+def attnlrp(eps: float = 1e-9) -> Composite:
     """AttnLRP (Achtibat et al., ICML 2024) as LXT 2.1 computes it.
 
     Every linear layer (Conv, Gemm, MatMul by a weight) and every weight-free linear map (residual
@@ -236,7 +236,7 @@ def attnlrp(eps: float = 1e-6) -> Composite:
     return Composite("attnlrp", lambda layer: rule, other)
 
 
-def cp_lrp(eps: float = 1e-6) -> Composite:
+def cp_lrp(eps: float = 1e-9) -> Composite:
     """CP-LRP (Ali et al., ICML 2022) as LXT 2.1 computes it: AttnLRP's rules, except that the attention
     weights are constants — no relevance into a Softmax, the factor of a product that comes from a Softmax held
     constant (``A·V``: all relevance to ``V``), and a gate held constant (all relevance to the signal)."""

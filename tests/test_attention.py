@@ -429,14 +429,7 @@ TORCH_FIXTURES = ["mha_torchscript", "mha_dynamo", "encoder_torchscript", "encod
 @pytest.mark.parametrize("name", TORCH_FIXTURES)
 def test_torch_attention_export_gradient_matches_autograd(name: str) -> None:
     ref = np.load(FIXTURES / "attention_torch_ref.npz")
-    try:
-        ex = Explainer(str(FIXTURES / f"attention_{name}.onnx"), device="cpu")
-    except onnxlrp.UnsupportedModelError as exc:
-        # the q/k/v split of nn.MultiheadAttention is a Gather on axis 0 after a reshape, and the encoder layer
-        # has LayerNormalization: both are the other part of issue 9 (graph coverage); until they land:
-        if "Gather along the batch axis" in str(exc) or "LayerNormalization" in str(exc):
-            pytest.xfail(f"not on main yet: {exc}"[:300])
-        raise
+    ex = Explainer(str(FIXTURES / f"attention_{name}.onnx"), device="cpu")
     kind = name.split("_")[0]
     x = ref[f"{kind}_x"]
     for t in (0, 2):

@@ -1,0 +1,171 @@
+"""``attnlrp`` and ``cp_lrp`` against LXT 2.1 (the AttnLRP authors' package), float64 references.
+
+* A tiny torchvision ViT (fixtures of ``tools/make_lxt_fixtures.py``: both exporters, float64 LXT
+  references for 2 inputs × 2 targets and LXT's own float32 error). Tolerance, as for Zennit:
+  ``max(1e-4, 2 × LXT's float32 error)`` in ``helpers_onnx.rel_err`` (max abs difference over the
+  reference's max abs). Measured: ≤ 1e-6 for both methods, targets and exporters (ε = 1e-9;
+  with ε = 1e-6 it would be 8e-4 — LXT's efficient rules have no ε).
+* Live, when ``torch`` and ``lxt`` are importable: an attention block without LayerNorm built in
+  torch (separate q/k/v projections, softmax attention, GELU MLP, a SiLU-gated unit, residuals),
+  exported by the TorchScript exporter, its LXT references computed here in float64 (and float32,
+  for the tolerance), compared with the same tolerance; its gradient against autograd (≤ 1e-5).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import math
+import sys
+from pathlib import Path
+
+import helpers_onnx as H
+import numpy as np
+import pytest
+
+from onnxlrp import Explainer
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+EXPORTERS = ("torchscript", "dynamo")
+METHODS = ("attnlrp", "cp_lrp")
+
+
+def _tool():  # type: ignore[no-untyped-def]
+    """``tools/make_lxt_fixtures.py`` as a module (its LXT loader and reference function)."""
+    spec = importlib.util.spec_from_file_location("make_lxt_fixtures", ROOT / "tools" / "make_lxt_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_lxt_fixtures", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def tolerance(err32: float) -> float:
+    """max(1e-4, 2 × LXT's own float32 error)."""
+    return max(1e-4, 2.0 * float(err32))
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiny torchvision ViT (fixtures)
+
+
+def test_vit_fixtures_compute_the_stored_logits() -> None:
+    ref = np.load(FIXTURES / "lxt_vit_ref.npz")
+    for e in EXPORTERS:
+        y = H.ort_session(FIXTURES / f"lxt_vit_{e}.onnx").run(None, {"x": ref["x"]})[0]
+        assert H.rel_err(y, ref["logits"]) < 1e-5, e
+    for m in METHODS:
+        assert ref[m].shape == (2,) + ref["x"].shape and np.all(np.isfinite(ref[m]))
+        assert np.all(ref[f"{m}_err32"] < 1e-4)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_vit_matches_lxt(exporter: str) -> None:
+    ref = np.load(FIXTURES / "lxt_vit_ref.npz")
+    ex = Explainer(str(FIXTURES / f"lxt_vit_{exporter}.onnx"), device="cpu")
+    targets = [int(t) for t in ref["targets"]]
+    for m in METHODS:
+        got = ex.explain(ref["x"], targets=targets, method=m)
+        for k in range(len(targets)):
+            err = H.rel_err(got[k], ref[m][k])
+            assert err <= tolerance(ref[f"{m}_err32"][k]), (exporter, m, targets[k], err)
+
+
+# ---------------------------------------------------------------------------------------------
+# a live attention block without LayerNorm
+
+
+def _block_class():  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        """Tokens ``[N, 6, 16]`` → self-attention (2 heads) + residual → GELU MLP + residual → SiLU-gated unit
+        + residual → mean over tokens → 4 classes. ``mode`` applies LXT's efficient rules where LXT's patches
+        put them (``None``: the plain network, as exported)."""
+
+        def __init__(self, dim: int = 16, heads: int = 2, classes: int = 4) -> None:
+            super().__init__()
+            self.heads, self.mode = heads, None
+            self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+            self.fc1, self.fc2 = nn.Linear(dim, 32), nn.Linear(32, dim)
+            self.gate, self.up, self.down = nn.Linear(dim, 24), nn.Linear(dim, 24), nn.Linear(24, dim)
+            self.head = nn.Linear(dim, classes)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            rules, _ = _tool().lxt_efficient()
+            n, length, dim = x.shape
+            dh = dim // self.heads
+            q, k, v = self.q(x), self.k(x), self.v(x)
+            if self.mode == "attnlrp":  # LXT's wrap_attention_forward
+                q, k, v = rules.divide_gradient(q, 4), rules.divide_gradient(k, 4), rules.divide_gradient(v, 2)
+            elif self.mode == "cp_lrp":  # LXT's cp_wrap_attention_forward
+                q, k = rules.stop_gradient(q), rules.stop_gradient(k)
+            q, k, v = (t.reshape(n, length, self.heads, dh).transpose(1, 2) for t in (q, k, v))
+            a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)
+            h = x + self.o((a @ v).transpose(1, 2).reshape(n, length, dim))
+            m = self.fc1(h)
+            m = F.gelu(m) if self.mode is None else rules.identity_rule_implicit(F.gelu, m)  # LXT's mlp_forward
+            h = h + self.fc2(m)
+            if self.mode == "attnlrp":  # LXT's gated_mlp_forward
+                g = rules.identity_rule_implicit(F.silu, self.gate(h))
+                h = h + self.down(rules.divide_gradient(g * self.up(h), 2))
+            elif self.mode == "cp_lrp":  # LXT's cp_gated_mlp_forward
+                h = h + self.down(F.silu(rules.stop_gradient(self.gate(h))) * self.up(h))
+            else:
+                h = h + self.down(F.silu(self.gate(h)) * self.up(h))
+            return self.head(h.mean(1))
+
+    return Block
+
+
+@pytest.fixture(scope="module")
+def live_block():  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lxt")
+    tool = _tool()
+    torch.manual_seed(0)
+    block = tool.randomise(_block_class()(), seed=5)
+    x = np.random.default_rng(6).standard_normal((2, 6, 16)).astype(np.float32)
+    buf = io.BytesIO()
+    torch.onnx.export(block, (torch.tensor(x),), buf, dynamo=False, opset_version=17, input_names=["x"],
+                      dynamic_axes={"x": {0: "N"}})
+    return tool, block, x, Explainer(buf.getvalue(), device="cpu")
+
+
+def _lxt(tool, block, x, target, method, dtype):  # type: ignore[no-untyped-def]
+    import contextlib
+
+    @contextlib.contextmanager
+    def mode(m: str, model):  # type: ignore[no-untyped-def]
+        model.mode = m
+        try:
+            yield
+        finally:
+            model.mode = None
+
+    return tool.lxt_relevance(block, x, target, method, dtype, rules=mode)
+
+
+def test_live_block_gradient_matches_autograd(live_block) -> None:  # type: ignore[no-untyped-def]
+    tool, block, x, ex = live_block
+    for t in (0, 2):
+        assert H.rel_err(ex.explain(x, target=t, method="gradient"), tool.gradient(block, x, t)) < 1e-5
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_live_block_matches_lxt(live_block, method: str) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    tool, block, x, ex = live_block
+    targets = [0, 2]
+    got = ex.explain(x, targets=targets, method=method)
+    for k, t in enumerate(targets):
+        r64 = _lxt(tool, block, x, t, method, torch.float64)
+        r32 = _lxt(tool, block, x, t, method, torch.float32)
+        err = H.rel_err(got[k], r64)
+        assert err <= tolerance(H.rel_err(r32, r64)), (method, t, err, H.rel_err(r32, r64))
+    # the rules differ inside attention: the two methods give different maps
+    other = ex.explain(x, targets=targets, method=METHODS[1 - METHODS.index(method)])
+    assert H.rel_err(got, other) > 1e-2
