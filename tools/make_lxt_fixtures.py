@@ -22,8 +22,9 @@ CP-LRP: query and key detached (``cp_multi_head_attention_forward``, LXT's ViT r
 ``x ⊙`` the modified gradient of the target logit, i.e. the rules started from ``R = y_t`` (onnxlrp's start;
 see :func:`lxt_relevance`).
 
-Run: ``python tools/make_lxt_fixtures.py`` (torch 2.14, torchvision 0.29, onnxscript, ``pip install --no-deps
-lxt==2.1``); about two minutes on two cores, nearly all of it the dynamo exports.
+Run: ``python tools/make_lxt_fixtures.py [attention] [vit]`` (torch 2.14, torchvision 0.29, onnxscript,
+``pip install --no-deps lxt==2.1``; ``transformers`` is not needed): about three minutes on two cores, nearly all
+of it the dynamo exports. ``python tools/make_lxt_fixtures.py measure`` prints onnxlrp's errors against them.
 """
 
 from __future__ import annotations
@@ -237,8 +238,36 @@ def vit_fixtures() -> None:
         save(export(vit, torch.tensor(x), dynamo), f"lxt_vit_{'dynamo' if dynamo else 'torchscript'}.onnx")
 
 
+def measure() -> None:
+    """Print onnxlrp's errors against the committed fixtures (what the tests check)."""
+    from onnxlrp import Explainer
+
+    def rel(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
+
+    ref = np.load(OUT / "lxt_vit_ref.npz")
+    targets = [int(t) for t in ref["targets"]]
+    for e in ("torchscript", "dynamo"):
+        ex = Explainer(str(OUT / f"lxt_vit_{e}.onnx"), device="cpu")
+        for m in ("attnlrp", "cp_lrp"):
+            got = ex.explain(ref["x"], targets=targets, method=m)
+            errs = ", ".join(f"{rel(got[k], ref[m][k]):.2e}" for k in range(len(targets)))
+            print(f"ViT {e:11s} {m:7s} vs LXT float64, per target: {errs} (LXT float32: "
+                  f"{', '.join(f'{v:.2e}' for v in ref[m + '_err32'])})")
+    grads = np.load(OUT / "attention_torch_ref.npz")
+    for name in ("mha_torchscript", "mha_dynamo", "encoder_torchscript", "encoder_dynamo"):
+        ex = Explainer(str(OUT / f"attention_{name}.onnx"), device="cpu")
+        kind = name.split("_")[0]
+        errs = [rel(ex.explain(grads[f"{kind}_x"], target=t, method="gradient"), grads[f"{kind}_grad_t{t}"])
+                for t in (0, 2)]
+        print(f"{name:20s} gradient vs autograd float64: {', '.join(f'{v:.2e}' for v in errs)}")
+
+
 def main(argv: list[str]) -> int:
-    """Make every fixture (or only ``attention`` / ``vit``)."""
+    """Make every fixture (or only ``attention`` / ``vit``); ``measure`` prints the errors against them."""
+    if argv == ["measure"]:
+        measure()
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     which = set(argv) or {"attention", "vit"}
     if "attention" in which:
