@@ -326,9 +326,12 @@ def test_norm_epsilon_rule_against_detached_sigma_autograd_and_conservation() ->
 
 def attention_block(seed: int = 0, length: int = 5, dim: int = 8, heads: int = 2, classes: int = 3,
                     softmax_axis: int = -1, opset: int = 17, einsum: bool = False,
-                    gated: bool = False) -> onnx.ModelProto:
-    """``[N, L, D]`` → q, k, v projections → heads → ``softmax(q kᵀ/√d) v`` → output projection + residual →
-    (optionally a gated unit ``(W₁h) ⊙ (W₂h)`` and a tanh gate) → mean over tokens → classes."""
+                    gated: bool = False, causal: bool = False) -> onnx.ModelProto:
+    """``[N, L, D]`` → q, k, v projections → heads → ``softmax(q kᵀ/√d [+ causal mask]) v`` → output projection +
+    residual → (optionally a gated unit ``(W₁h) ⊙ (W₂h)`` and a sigmoid gate) → mean over tokens → classes.
+
+    The causal mask is a constant added to the scores: the float32 minimum above the diagonal (exporters write
+    masks so; ``-inf`` constants are refused at load as non-finite weights)."""
     b = H.Builder(seed)
     dh = dim // heads
 
@@ -345,6 +348,9 @@ def attention_block(seed: int = 0, length: int = 5, dim: int = 8, heads: int = 2
     else:
         s = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])  # type: ignore[list-item]
     s = b.op("Div", [s, b.const(np.float32(np.sqrt(dh)))])  # type: ignore[list-item]
+    if causal:
+        mask = np.triu(np.full((length, length), np.finfo(np.float32).min, np.float32), 1)
+        s = b.op("Add", [s, b.const(mask)])  # type: ignore[list-item]
     if softmax_axis == -1:
         a = b.op("Softmax", [s], axis=3 if opset < 13 else -1)
     else:  # attention normalised over the queries: softmax over axis 2, written with transposes
@@ -369,6 +375,7 @@ BLOCKS = {
     "softmax_over_queries": {"softmax_axis": 2},
     "opset11_coerced_softmax": {"opset": 11},
     "opset13_gated": {"opset": 13, "gated": True},
+    "causal_mask": {"causal": True},
 }
 
 
@@ -435,3 +442,16 @@ def test_torch_attention_export_gradient_matches_autograd(name: str) -> None:
     for t in (0, 2):
         got = ex.explain(x, target=t, method="gradient")
         assert H.rel_err(got, ref[f"{kind}_grad_t{t}"]) < 1e-5, (name, t)
+
+
+def test_causal_mask_gets_no_relevance_and_keeps_maps_finite() -> None:
+    """Masked scores (the float32 minimum) have attention weight 0: the softmax rule gives them 0, not NaN/inf (the
+    gradient through the mask is checked against finite differences in the block tests)."""
+    ex = Explainer(attention_block(causal=True), device="cpu")
+    x = np.random.default_rng(9).standard_normal((2, 5, 8)).astype(np.float32)
+    for method in ("attnlrp", "cp_lrp", "gradient", "sglrp", "epsilon_plus_flat"):
+        heat = ex.explain(x, target=0, method=method)
+        assert np.all(np.isfinite(heat)), method
+    # the same network without the mask explains differently (the mask is in effect)
+    plain = Explainer(attention_block(), device="cpu")
+    assert H.rel_err(plain.explain(x, target=0, method="attnlrp"), ex.explain(x, target=0, method="attnlrp")) > 1e-2
