@@ -373,6 +373,41 @@ def _torch_modules():  # type: ignore[no-untyped-def]
             x = self.norm(x).permute(0, 3, 1, 2)
             return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
+    class Decoder(nn.Module):
+        """Upsampling of every kind exporters write: nearest, bilinear, bilinear with aligned corners, bicubic,
+        a strided ConvTranspose2d, and an AvgPool2d that counts its zero padding."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+            self.up = nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1)
+            self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            f = nn.functional
+            h = torch.relu(self.c1(x))
+            h = f.interpolate(h, scale_factor=2, mode="nearest")
+            h = f.interpolate(h, size=(7, 5), mode="bilinear", align_corners=False)
+            h = torch.relu(self.up(h))
+            h = f.interpolate(h, size=(9, 11), mode="bilinear", align_corners=True)
+            h = f.interpolate(h, scale_factor=1.5, mode="bicubic", align_corners=False)
+            h = self.pool(h)
+            return self.head(h.mean((2, 3)))
+
+    class Video(nn.Module):
+        """A 3-D convolution, 3-D average and max pools (a video CNN's stem)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv3d(2, 4, (2, 3, 3), padding=(0, 1, 1))
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            h = nn.functional.avg_pool3d(torch.relu(self.c(x)), (1, 2, 2), padding=(0, 1, 1), count_include_pad=True)
+            h = nn.functional.max_pool3d(h, (2, 2, 2))
+            return self.head(h.flatten(2).mean(2))
+
     both, dyn = ("torchscript", "dynamo"), ("dynamo",)
     return {
         "layernorm": (Tokens(nn.LayerNorm(8)), (5, 8), both),
@@ -383,6 +418,8 @@ def _torch_modules():  # type: ignore[no-untyped-def]
         "channel_layernorm": (conv_net(ChannelLN(4)), (3, 6, 6), both),
         "vit": (ViT(), (3, 4, 4), both),
         "swin_head": (SwinHead(), (3, 4, 4), both),
+        "decoder": (Decoder(), (3, 3, 2), both),
+        "video": (Video(), (2, 3, 6, 6), both),
     }
 
 
@@ -391,6 +428,7 @@ TORCH_CASES = [
     ("written_rms", "dynamo"), ("groupnorm", "torchscript"), ("groupnorm", "dynamo"), ("instancenorm", "torchscript"),
     ("instancenorm", "dynamo"), ("channel_layernorm", "torchscript"), ("channel_layernorm", "dynamo"),
     ("vit", "torchscript"), ("vit", "dynamo"), ("swin_head", "torchscript"), ("swin_head", "dynamo"),
+    ("decoder", "torchscript"), ("decoder", "dynamo"), ("video", "torchscript"), ("video", "dynamo"),
 ]
 
 
@@ -400,35 +438,78 @@ def _export(torch, module, x, path: Path, exporter: str) -> None:  # type: ignor
         if exporter == "dynamo":
             torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True,
                               opset_version=18, verbose=False)
+            onnx.save(onnx.load(str(path)), str(path))  # one file: the weights inside, not beside it
+            Path(str(path) + ".data").unlink(missing_ok=True)
         else:
             torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=False,
                               opset_version=17, dynamic_axes={"x": {0: "N"}})
 
 
-@pytest.mark.crosscheck
+FIXTURES = Path(__file__).parent / "fixtures"
+LIVE_CASES = [("vit", "torchscript"), ("swin_head", "dynamo"), ("rmsnorm", "dynamo"), ("decoder", "torchscript")]
+
+
+def _reference(torch, module, x):  # type: ignore[no-untyped-def]
+    """``∂(Σ_n y[n, 1])/∂x`` by torch autograd in float64."""
+    x64 = x.double().requires_grad_(True)
+    out = module.double()(x64)
+    (ref,) = torch.autograd.grad(out[:, 1].sum(), x64)
+    module.float()
+    return ref.numpy()
+
+
+def _batches(exporter: str) -> tuple[int, ...]:
+    return (3, 1) if exporter == "torchscript" else (3,)
+
+
+def make_fixtures(folder: Path = FIXTURES) -> None:
+    """Write ``modern_<name>_<exporter>.onnx`` for every torch case and ``modern_torch_ref.npz`` with the inputs and
+    the float64 autograd gradients (``python tests/test_ops_modern.py``; needs torch and onnxscript)."""
+    import torch
+
+    torch.manual_seed(0)
+    refs: dict[str, np.ndarray] = {}
+    modules = _torch_modules()
+    for name, exporter in TORCH_CASES:
+        module, shape, _ = modules[name]
+        module = module.eval()
+        for batch in _batches(exporter):
+            x = torch.randn((batch,) + shape)
+            if batch == _batches(exporter)[0]:
+                _export(torch, module, x, folder / f"modern_{name}_{exporter}.onnx", exporter)
+            refs[f"{name}_{exporter}_{batch}_x"] = x.numpy()
+            refs[f"{name}_{exporter}_{batch}_grad"] = _reference(torch, module, x)
+    np.savez_compressed(folder / "modern_torch_ref.npz", **refs)
+
+
 @pytest.mark.parametrize("name,exporter", TORCH_CASES, ids=[f"{a}-{b}" for a, b in TORCH_CASES])
-def test_torch_export_gradient_matches_autograd(name: str, exporter: str, folder: Path) -> None:
-    """Explained as exported (no refusal) and ``gradient`` = torch autograd in float64, ≤ 1e-5 relative,
-    at batch sizes 1 and 3 (TorchScript: one export with a dynamic batch; dynamo: one export per size)."""
+def test_torch_export_gradient_matches_autograd(name: str, exporter: str) -> None:
+    """Committed exports (both exporters) are explained as exported, and ``gradient`` equals torch autograd in
+    float64 to ≤ 1e-5 relative, at batch sizes 3 and 1 (TorchScript: one export with a dynamic batch axis)."""
+    ref = np.load(FIXTURES / "modern_torch_ref.npz")
+    ex = Explainer(str(FIXTURES / f"modern_{name}_{exporter}.onnx"), device="cpu")
+    for batch in _batches(exporter):
+        x, grad = ref[f"{name}_{exporter}_{batch}_x"], ref[f"{name}_{exporter}_{batch}_grad"]
+        got = ex.explain(x, target=1, method="gradient")
+        assert H.rel_err(got, grad) < 1e-5, (name, exporter, batch, H.rel_err(got, grad))
+
+
+@pytest.mark.crosscheck
+@pytest.mark.parametrize("name,exporter", LIVE_CASES, ids=[f"{a}-{b}" for a, b in LIVE_CASES])
+def test_torch_export_live(name: str, exporter: str, folder: Path) -> None:
+    """Live: export now with this torch (the fixtures' exporter may differ) and compare with autograd, ≤ 1e-5."""
     torch = pytest.importorskip("torch")
     if exporter == "dynamo":
         pytest.importorskip("onnxscript")
-    torch.manual_seed(0)
+    torch.manual_seed(1)
     module, shape, _ = _torch_modules()[name]
     module = module.eval()
-    for batch in (3, 1) if exporter == "torchscript" else (3,):
-        x = torch.randn((batch,) + shape)
-        path = folder / f"{name}_{exporter}_{batch}.onnx"
-        if not path.exists():
-            _export(torch, module, x, path, exporter)
-        ex = Explainer(str(path), device="cpu")
-        x64 = x.double().requires_grad_(True)
-        target = 1
-        out = module.double()(x64)
-        (ref,) = torch.autograd.grad(out[:, target].sum(), x64)
-        module.float()
-        got = ex.explain(x.numpy(), target=target, method="gradient")
-        assert H.rel_err(got, ref.numpy()) < 1e-5, (name, exporter, batch, H.rel_err(got, ref.numpy()))
+    x = torch.randn((3,) + shape)
+    path = folder / f"live_{name}_{exporter}.onnx"
+    _export(torch, module, x, path, exporter)
+    got = Explainer(str(path), device="cpu").explain(x.numpy(), target=1, method="gradient")
+    ref = _reference(torch, module, x)
+    assert H.rel_err(got, ref) < 1e-5, H.rel_err(got, ref)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,3 +676,7 @@ def test_layers_that_mix_samples_are_refused_by_name(name: str, folder: Path) ->
     with pytest.raises(onnxlrp.UnsupportedModelError, match=r"node '\w+' \(op \w+\) .*it would mix samples"):
         Explainer(str(path), device="cpu")
 
+
+
+if __name__ == "__main__":
+    make_fixtures()
