@@ -24,6 +24,7 @@ from .accel import OrtConvKernels
 from .backend import Backend, get_backend
 from .errors import InputError, ModelLoadError, UnsupportedModelError
 from .graph import load_model, prepare
+from .inputs import InputPlan, check_feeds, choose_input, feeds_key, front_model, needs_plan, specialise
 from .memory import bytes_per_sample, chunk_size, parse_budget
 from .methods import METHODS, Method
 from .options import check_options, check_targets
@@ -67,6 +68,7 @@ class Explainer:
         threads: int | None = None,
         kernels: str = "auto",
         memory_budget: int | float | str | None = None,
+        input: str | None = None,
         _force_canonical: bool = False,
     ) -> None:
         if not isinstance(model, str | os.PathLike | bytes | bytearray | onnx.ModelProto):
@@ -79,11 +81,27 @@ class Explainer:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
                                     or not 1 <= int(threads) <= 1024):
             raise InputError(f"threads must be a whole number from 1 to 1024 (or None), not {threads!r}")
+        if input is not None and not isinstance(input, str):
+            raise InputError(f"input must be the name of a model input (a string), not {input!r}")
         self.memory_budget = parse_budget(memory_budget)
         self.backend: Backend = get_backend(device)
         self._force_canonical = _force_canonical  # tests: always take onnxruntime's canonicalisation route
         self.threads = None if threads is None else int(threads)
-        self.prepared = prepare(load_model(model), output)
+        self._kernels = kernels
+        self._output = output
+        proto = load_model(model)
+        self.input_plan: InputPlan | None = None
+        if needs_plan(proto) or input is not None:
+            # several inputs or token ids: each call is explained by a single-input model specialised to the
+            # call's fixed inputs (see onnxlrp.inputs)
+            self.input_plan = choose_input(proto, input)
+            self._full_model = proto
+            self._front: Any = None
+            self._inner: OrderedDict[tuple[Any, ...], Explainer] = OrderedDict()
+            self.prepared = None  # type: ignore[assignment]
+            self.fixed_batch = None
+            return
+        self.prepared = prepare(proto, output)
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
         self._predict_session: Any = None
         self._forwards: dict[str, Any] = {}
@@ -104,28 +122,45 @@ class Explainer:
 
     @property
     def input_name(self) -> str:
-        """Name of the explained model input."""
+        """Name of the explained model input (for token models: the embedding lookup's output)."""
+        if self.input_plan is not None:
+            return self.input_plan.explained
         return self.prepared.input_name
 
     @property
     def input_shape(self) -> list[int | None]:
-        """Declared input shape (None for dynamic dimensions)."""
+        """Declared input shape (None for dynamic dimensions); for token models, that of the ids."""
+        if self.input_plan is not None:
+            vi = next(i for i in self._full_model.graph.input if i.name == self.input_plan.source)
+            return [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+                    for d in vi.type.tensor_type.shape.dim]
         return list(self.prepared.input_dims)
 
     @property
     def output_name(self) -> str:
         """Name of the explained tensor (before a removed softmax)."""
+        if self.input_plan is not None:
+            return self._last_inner().output_name
         return self.prepared.output_name
 
     @property
     def metadata(self) -> dict[str, str]:
         """The model's ``metadata_props``."""
+        if self.input_plan is not None:
+            return {p.key: p.value for p in self._full_model.metadata_props}
         return dict(self.prepared.metadata)
 
     @property
     def num_classes(self) -> int:
         """Number of class scores (known once a plan exists; builds one for a static input shape)."""
+        if self.input_plan is not None:
+            return self._last_inner().num_classes
         return next(iter(self._plans.values())).graph.num_classes if self._plans else self._plan_any().graph.num_classes
+
+    def _last_inner(self) -> Explainer:
+        if self.input_plan is None or not self._inner:
+            raise InputError("this model takes several inputs: call predict() or explain() with a dict of inputs first")
+        return next(reversed(self._inner.values()))
 
     def _plan_any(self) -> Plan:
         dims = self.prepared.input_dims
@@ -147,7 +182,12 @@ class Explainer:
         return plan
 
     def layers(self, method: str | None = None, shape: Sequence[int] | None = None) -> list[dict[str, str]]:
-        """The layer list (one dict per layer); with ``method``, the rule each layer gets."""
+        """The layer list (one dict per layer); with ``method``, the rule each layer gets.
+
+        For a model with several inputs: the layers of the last call's specialised model.
+        """
+        if self.input_plan is not None:
+            return self._last_inner().layers(method)
         if shape is not None:
             dims = self.prepared.input_dims
             try:
@@ -211,12 +251,51 @@ class Explainer:
             raise InputError(f"the input has shape {list(xs.shape)}: every axis needs at least one element")
         return xs
 
+    # ------------------------------------------------------------------ several inputs, token ids
+    def _specialised(self, x: Any) -> tuple[Explainer, np.ndarray]:
+        """For a multi-input model: the single-input explainer of this call's fixed inputs, and its input."""
+        plan = self.input_plan
+        assert plan is not None
+        if not isinstance(x, Mapping):
+            raise InputError(f"this model takes the inputs {', '.join(plan.dtypes)}: pass a dict of arrays by name "
+                             f"(explained: {plan.explained!r}; {plan.reason})")
+        feeds = check_feeds(plan, x)
+        if plan.kind == "embedding":
+            if self._front is None:
+                self._front = make_session(front_model(self._full_model, plan), self.backend, self.threads)
+            need = [i.name for i in self._front.get_inputs()]
+            try:
+                emb = self._front.run([plan.explained], {n: feeds[n] for n in need})[0]
+            except Exception as exc:  # noqa: BLE001 - e.g. a token id beyond the embedding table
+                msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                raise InputError(f"the embedding lookup {plan.explained!r} failed on these token ids: {msg}") from None
+            emb = np.ascontiguousarray(emb, dtype=np.float32)
+        else:
+            emb = np.ascontiguousarray(feeds[plan.source], dtype=np.float32)
+        names = ([plan.source] if plan.kind == "embedding" else []) + plan.fixed
+        key = feeds_key(feeds, names) + (emb.shape,)
+        inner = self._inner.get(key)
+        if inner is None:
+            proto = specialise(self._full_model, plan, feeds, emb.shape)
+            inner = Explainer(proto, device=self.device, output=self._output, threads=self.threads,
+                              kernels=self._kernels, memory_budget=self.memory_budget)
+            self._inner[key] = inner
+            while len(self._inner) > 2:
+                self._inner.popitem(last=False)
+        else:
+            self._inner.move_to_end(key)
+        return inner, emb
+
     def predict(self, x: Any) -> np.ndarray:
         """The class scores the explanations start from (pre-softmax logits), ``(N, classes)`` float32.
 
+        ``x`` is an array, or for a model with several inputs a dict of arrays by input name.
         Raises :class:`~onnxlrp.errors.InputError` when a score is NaN or infinite (the forward
         overflowed on this input).
         """
+        if self.input_plan is not None:
+            inner, emb = self._specialised(x)
+            return inner.predict(emb)
         xs = self._check(x)
         if self._predict_session is None:
             shared = self._forwards.get("exported")  # the explanation's forward session serves any batch size
@@ -252,6 +331,7 @@ class Explainer:
         *,
         targets: Sequence[int] | np.ndarray | None = None,
         relu: bool = False,
+        per_token: bool = True,
         **options: Any,
     ) -> Array:
         """Heatmaps of ``method`` for ``x``: a float32 array shaped like ``x``.
@@ -274,12 +354,25 @@ class Explainer:
         ``seed``, ``steps``, ``baseline``, ``batch_size``. Every option is checked (type, range,
         finiteness) and a bad one raises :class:`~onnxlrp.errors.InputError`.
 
+        For a model with several inputs ``x`` is a dict of arrays by input name: the explained
+        tensor is its float input or, for token ids, the output of their embedding lookup
+        (``input_plan`` says which and why); the other inputs are held fixed (a missing ``*mask*``
+        input is all ones, another missing one all zeros). For token ids the map is per token,
+        ``(N, L)``, summed over the embedding axis; ``per_token=False`` returns the embedded tokens'
+        relevance ``(N, L, D)``.
+
         A batch larger than the memory budget allows is explained in chunks (same result). The
         result is always finite: where the arithmetic overflows float32, an
         :class:`~onnxlrp.errors.InputError` says so. An LRP map whose total |relevance| exceeds
         its start relevance a thousandfold raises a :class:`RelevanceWarning` (a rule's
         denominators crossed zero; see ``bias``).
         """
+        if self.input_plan is not None:
+            inner, emb = self._specialised(x)
+            heat = inner.explain(emb, target, method, targets=targets, relu=relu, **options)
+            if self.input_plan.kind == "embedding" and per_token:
+                heat = heat.sum(axis=-1)
+            return heat
         m = self._method(method)
         if not isinstance(relu, bool | np.bool_):
             raise InputError(f"relu must be True or False, not {relu!r}")

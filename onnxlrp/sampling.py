@@ -32,9 +32,21 @@ def sample(engine: Engine, m: Method, x: np.ndarray, tg: np.ndarray, opts: dict[
         count = opts.get("steps", 64)
         base = opts.get("baseline")
         base = np.zeros_like(x) if base is None else np.asarray(base, dtype=np.float32)
+    total = xp.zeros((t_count,) + x.shape, dtype=xp.float32)
+    if engine.fixed_batch:
+        # a fixed-batch model takes all its samples at once: the j-th point of every sample in one call
+        rng = np.random.default_rng(seed) if smooth else None
+        for j in range(count):
+            if rng is not None:
+                pts = x + rng.normal(0.0, scale, size=(1,) + x.shape[1:]).astype(np.float32)
+            else:
+                pts = base + np.float32((j + 1) / count) * (x - base)
+            g, _ = gradient(engine, np.ascontiguousarray(pts, dtype=np.float32), tg)
+            total += g
+        mean = total / xp.float32(count)
+        return mean if smooth else mean * engine.backend.asarray(x - base)
     per_call = opts.get("batch_size", 16)
     per_call = min(per_call, engine.per_call((min(per_call, count),) + x.shape[1:], t_count))
-    total = xp.zeros((t_count,) + x.shape, dtype=xp.float32)
     for i in range(n):
         xi = x[i : i + 1]
         done = 0
@@ -47,10 +59,7 @@ def sample(engine: Engine, m: Method, x: np.ndarray, tg: np.ndarray, opts: dict[
                 alphas = (np.arange(done + 1, done + k + 1, dtype=np.float32) / count).reshape(
                     (k,) + (1,) * (x.ndim - 1))
                 pts = base[i : i + 1] + alphas * (xi - base[i : i + 1])
-            if engine.fixed_batch:
-                g = xp.concatenate([gradient(engine, pts[j : j + 1], tg[:, [i]])[0] for j in range(k)], axis=1)
-            else:
-                g, _ = gradient(engine, np.ascontiguousarray(pts, dtype=np.float32), np.repeat(tg[:, [i]], k, 1))
+            g, _ = gradient(engine, np.ascontiguousarray(pts, dtype=np.float32), np.repeat(tg[:, [i]], k, 1))
             total[:, i] += g.sum(axis=1)
             done += k
     mean = total / xp.float32(count)
