@@ -207,6 +207,12 @@ def test_cp_lrp_holds_the_attention_weights_constant() -> None:
     assert np.min(np.abs(z)) > 1e-3
     for k in range(K):  # conservative: all relevance to V
         assert abs(float(rv[k].sum(dtype=np.float64)) - float(r[k].sum(dtype=np.float64))) < 1e-3 * np.abs(r[k]).sum()
+    # attention weights seen through dropout, a cast and a reshape
+    producers = {"d": helper.make_node("Softmax", ["s"], ["d"], axis=-1),
+                  "c": helper.make_node("Dropout", ["d"], ["c"]),
+                  "r": helper.make_node("Cast", ["c"], ["r"], to=TensorProto.FLOAT),
+                  "in1": helper.make_node("Reshape", ["r", "shape"], ["in1"])}
+    assert _product("MatMul", [v.shape, att.shape], producers=producers).attention_index == 1
     # without a softmax factor: the uniform rule
     plain = _product("MatMul", [att.shape, v.shape])
     assert plain.attention_index is None

@@ -49,14 +49,17 @@ def _activated(ctx: NodeContext, name: str, depth: int = 8) -> bool:
     return False
 
 
+_WEIGHTS_SEE_THROUGH = _SEE_THROUGH | {"Dropout", "Cast"}
+
+
 def _from_softmax(ctx: NodeContext, name: str) -> bool:
-    """Whether tensor ``name`` is a softmax output up to re-indexing (attention weights)."""
+    """Whether tensor ``name`` is a softmax output up to re-indexing, dropout and casts (attention weights)."""
     seen = 0
     while name in ctx.producers and seen < 16:
         node = ctx.producers[name]
         if node.op_type in _SOFTMAX_OPS:
             return True
-        if node.op_type not in _SEE_THROUGH:
+        if node.op_type not in _WEIGHTS_SEE_THROUGH:
             return False
         name = node.input[0]
         seen += 1
