@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         ex = load_explainer(args)
         shape = None
+        if ex.input_plan is not None:
+            return _text_info(args, ex)
         if args.size is not None:
             dims = ex.input_shape
             layout = args.layout or detect_layout(dims, ex.metadata, first_transpose_perm(ex))
@@ -98,6 +100,33 @@ def run(args: argparse.Namespace) -> int:
         f"(method {args.method!r} is a {m.family} method: no per-layer rules)"
     print(f"layers ({len(layers)}) {note}:")
     cols = ["name", "op", "layer", "output"] + (["rule"] if has_rules else [])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in layers)) for c in cols}
+    print("  " + "  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+    for r in layers:
+        print("  " + "  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols).rstrip())
+    return 0
+
+
+def _text_info(args: argparse.Namespace, ex: Any) -> int:
+    """``info`` for a model with several inputs or token ids: which tensor is explained and why, and the
+    layers of the model specialised to an example call (token ids 0, masks 1, length 8 unless fixed)."""
+    import numpy as np
+
+    from ..errors import UnsupportedModelError
+
+    plan = ex.input_plan
+    print(f"explained: {plan.explained} ({plan.kind}); {plan.reason}")
+    if plan.fixed:
+        print(f"held fixed: {', '.join(plan.fixed)}")
+    dims = [d if d is not None else (1 if i == 0 else 8) for i, d in enumerate(ex.input_shape)]
+    example = {plan.source: np.zeros(dims, dtype=plan.dtypes[plan.source])}
+    try:
+        layers = ex.layers(method=args.method) if ex.predict(example) is not None else []
+    except UnsupportedModelError as exc:
+        report_error(str(exc))
+        return 1
+    print(f"layers ({len(layers)}) with the rules of method {args.method!r}, for an example of shape {dims}:")
+    cols = ["name", "op", "layer", "output"] + (["rule"] if any("rule" in r for r in layers) else [])
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in layers)) for c in cols}
     print("  " + "  ".join(c.ljust(widths[c]) for c in cols).rstrip())
     for r in layers:
