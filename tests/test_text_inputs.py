@@ -230,3 +230,13 @@ def test_tiny_hf_bert_gradient_equals_autograd(tmp_path: Path) -> None:
     for method in ("attnlrp", "cp_lrp", "lrp", "sglrp"):
         heat = ex.explain(feeds, target=1, method=method)
         assert heat.shape == (2, 7) and np.all(np.isfinite(heat)), method
+
+
+def test_info_says_what_is_explained(text: tuple[Path, onnx.ModelProto], capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxlrp.cli import main
+
+    assert main(["info", str(text[0]), "-m", "lrp_epsilon"]) == 0
+    out = capsys.readouterr().out
+    assert "explained: emb (embedding); 'input_ids' holds token ids" in out
+    assert "held fixed: attention_mask" in out
+    assert "MatMul" in out
