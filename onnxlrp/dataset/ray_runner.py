@@ -7,7 +7,8 @@ actor pool (``map_batches(..., concurrency=workers)``, one shard per call). Each
 (:func:`~onnxlrp.dataset.rows.process_shard`, the function the local runner calls too) and
 commits the shard's part itself (an atomic rename to a name fixed by the shard's images), then
 returns a one-row summary to the driver. Ray Data restarts a lost actor and retries its shard;
-the retry writes the same final name, so rows are never duplicated. After the pass the driver
+the retry writes the same final name, so rows are never duplicated (a shard whose actor dies
+:data:`TASK_RETRIES` times in a row fails the run). After the pass the driver
 re-reads the store and runs any shard that is still missing again (at most ``passes`` times).
 
 The model file, the images and the output folder must be at the same paths on every node (a
@@ -30,6 +31,10 @@ __all__ = ["CRASH_ENV", "RayRunnerError", "ShardActor", "cluster_workers", "init
 #: Test hook: ``PATH:N`` makes an actor exit abruptly (``os._exit``) before committing its N-th shard,
 #: once: the file PATH is created then, and while it exists no actor crashes again.
 CRASH_ENV = "ONNXLRP_TEST_CRASH_AT"
+
+
+#: How many times Ray retries a shard whose actor died.
+TASK_RETRIES = 3
 
 
 class RayRunnerError(OnnxLrpError):
@@ -112,7 +117,9 @@ def _pass(ray: Any, job: Job, out: str, shards: Sequence[Shard], workers: int, t
           ) -> None:
     items = [{"seq": s.seq, "paths": list(s.paths)} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    remote: dict[str, Any] = {"num_cpus": cpus_per_worker}
+    # a lost actor is restarted and its shard retried, but a shard that kills its actor every time
+    # (a poison image crashing a native library) must fail the run, not loop for ever
+    remote: dict[str, Any] = {"num_cpus": cpus_per_worker, "max_task_retries": TASK_RETRIES}
     if gpus_per_worker:
         remote["num_gpus"] = gpus_per_worker
     ds = ds.map_batches(ShardActor, fn_constructor_kwargs={"job": job, "out": out, "threads": threads},
