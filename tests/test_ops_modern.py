@@ -287,6 +287,29 @@ def test_written_out_norms_fuse_and_differentiate(style: str, centered: bool, fo
     assert H.rel_err(got, ref) < 1e-4
 
 
+@pytest.mark.parametrize("clamp", ["Clip", "Max"])
+def test_written_out_l2_normalize_fuses_and_differentiates(clamp: str, folder: Path) -> None:
+    """``F.normalize`` written out (``Div(x, Expand(Clip(ReduceL2(x), min=ε)))``, or ``Max``): one norm layer; the
+    gradient equals finite differences on samples whose norm is above ε and on one held at ε by the clamp."""
+    b = H.Builder(seed=9)
+    h = b.gemm("x", 6, 8)
+    n = b.op("ReduceL2", [h], axes=[1], keepdims=1)
+    floor = np.float32(2.0)
+    c = b.op("Clip", [n, b.const(floor)]) if clamp == "Clip" else b.op("Max", [n, b.const(floor)])
+    h = b.op("Div", [h, b.op("Expand", [c, b.ints([3, 8])])])
+    arch = H._finish(b, f"l2_{clamp}", (6,), b.gemm(h, 8, 3), 17)  # type: ignore[arg-type]
+    dims = arch.model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value = 3
+    path = H.save_checked(arch.model, folder, f"l2_{clamp}", arch.shape, batch=3)
+    ex = Explainer(str(path), device="cpu")
+    assert [r["op"] for r in ex.layers()] == ["Gemm", "L2Normalization", "Gemm"], ex.layers()
+    x = _rng(3).standard_normal((3, 6)).astype(np.float32) * np.array([[3.0], [0.05], [2.0]], np.float32)
+    pre = H.ort_session(arch.model).run(None, {"x": x})[0]
+    assert pre.shape == (3, 3)
+    got = ex.explain(x, target=0, method="gradient")
+    assert H.rel_err(got, _fd_gradient(arch.model, x, 0)) < 1e-4
+
+
 # ---------------------------------------------------------------------------------------------
 # torch exports: gradient against torch's autograd in float64
 
@@ -408,6 +431,23 @@ def _torch_modules():  # type: ignore[no-untyped-def]
             h = nn.functional.max_pool3d(h, (2, 2, 2))
             return self.head(h.flatten(2).mean(2))
 
+    class ScaledStdConv(nn.Conv2d):
+        """NFNet's weight-standardised convolution (timm's ScaledStdConv2d): the weight is normalised in the
+        graph by a training-mode batch norm of the constant weight, which constant folding must remove."""
+
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__(cin, cout, 3, padding=1)
+            self.gain = nn.Parameter(torch.rand(cout, 1, 1, 1) + 0.5)
+            self.scale = self.weight[0].numel() ** -0.5
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            w = nn.functional.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                                         weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0,
+                                         eps=1e-6).reshape_as(self.weight)
+            return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+    nfnet = nn.Sequential(ScaledStdConv(3, 4), nn.SiLU(), ScaledStdConv(4, 4), nn.GELU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3))
     both, dyn = ("torchscript", "dynamo"), ("dynamo",)
     return {
         "layernorm": (Tokens(nn.LayerNorm(8)), (5, 8), both),
@@ -420,6 +460,7 @@ def _torch_modules():  # type: ignore[no-untyped-def]
         "swin_head": (SwinHead(), (3, 4, 4), both),
         "decoder": (Decoder(), (3, 3, 2), both),
         "video": (Video(), (2, 3, 6, 6), both),
+        "nfnet_stdconv": (nfnet, (3, 5, 5), both),
     }
 
 
@@ -429,6 +470,7 @@ TORCH_CASES = [
     ("instancenorm", "dynamo"), ("channel_layernorm", "torchscript"), ("channel_layernorm", "dynamo"),
     ("vit", "torchscript"), ("vit", "dynamo"), ("swin_head", "torchscript"), ("swin_head", "dynamo"),
     ("decoder", "torchscript"), ("decoder", "dynamo"), ("video", "torchscript"), ("video", "dynamo"),
+    ("nfnet_stdconv", "torchscript"), ("nfnet_stdconv", "dynamo"),
 ]
 
 

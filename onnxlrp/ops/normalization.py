@@ -16,7 +16,8 @@ RMSNorm, under which ``y − β`` is linear in ``x``.
 Exporters write normalisations as one ONNX op (``LayerNormalization``, ``InstanceNormalization``,
 ``GroupNormalization``, ``LpNormalization``) or as several nodes — ``ReduceMean → Sub →
 Pow(2)/Mul → ReduceMean → Add(ε) → Sqrt → Div`` (or ``Reciprocal``/``Div(1, ·)`` then ``Mul``),
-``→ Mul(γ) → Add(β)``; RMSNorm without the first ``ReduceMean``/``Sub``. :func:`find_fused_norms`
+``→ Mul(γ) → Add(β)``; RMSNorm without the first ``ReduceMean``/``Sub``; ``F.normalize`` as
+``Div(x, Expand(Clip(ReduceL2(x), min=ε)))``, ``x / max(‖x‖, ε)``. :func:`find_fused_norms`
 finds those written-out forms in linear time and :class:`NormGroup` turns each into one
 :class:`NormLayer`.
 """
@@ -48,7 +49,7 @@ class NormLayer(Layer):
 
     def __init__(self, ctx: NodeContext, x_name: str, view: tuple[int, ...], red: tuple[int, ...],
                  axes: tuple[int, ...], epsilon: float, gamma: np.ndarray | None, beta: np.ndarray | None,
-                 centered: bool, label: str) -> None:
+                 centered: bool, label: str, floor: float = 0.0) -> None:
         super().__init__(ctx, inputs=[x_name])
         if x_name in ctx.consts:
             raise Unsupported("normalisation of a constant")
@@ -73,6 +74,8 @@ class NormLayer(Layer):
         self.beta = None if beta is None else self._affine(beta, "bias")
         self.centered = centered
         self.label = label
+        # σ is clamped from below at floor/√count (F.normalize: x / max(‖x‖, floor)); 0: no clamp
+        self.floor = float(floor)
 
     def _affine(self, c: np.ndarray, what: str) -> np.ndarray:
         c = np.asarray(c, dtype=np.float32)
@@ -91,10 +94,22 @@ class NormLayer(Layer):
         xv = x.reshape(self.view)
         c = xv - xv.mean(axis=self.red, keepdims=True) if self.centered else xv
         var = (c * c).mean(axis=self.red, keepdims=True)
+        sigma = xp.sqrt(var + xp.float32(self.epsilon))
+        if self.floor > 0:
+            sigma = xp.maximum(sigma, xp.float32(self.floor / math.sqrt(self.count)))
         with np.errstate(divide="ignore"):
-            inv = 1.0 / xp.sqrt(var + xp.float32(self.epsilon))
+            inv = 1.0 / sigma
         inv = xp.where(xp.isfinite(inv), inv, xp.float32(0)).astype(x.dtype)  # ε = 0 and a constant slice
         return c * inv, inv
+
+    def _clamped(self, xp: Any, x: Array) -> Array | None:
+        """1 where σ is not clamped (its derivative flows), 0 where the floor holds it constant; None: no floor."""
+        if self.floor <= 0:
+            return None
+        xv = x.reshape(self.view)
+        var = (xv * xv).mean(axis=self.red, keepdims=True)
+        return (xp.sqrt(var + xp.float32(self.epsilon)) > xp.float32(self.floor / math.sqrt(self.count))).astype(
+            x.dtype)
 
     def _gv(self, g: Array) -> Array:
         """``g ⊙ γ`` in the view shape, with the leading K axis."""
@@ -116,6 +131,9 @@ class NormLayer(Layer):
         gv = self._gv(g)
         red = tuple(1 + a for a in self.red)
         proj = (gv * n).mean(axis=red, keepdims=True)
+        active = self._clamped(xp, ins[0])
+        if active is not None:
+            proj = proj * active
         gn = gv - gv.mean(axis=red, keepdims=True) if self.centered else gv
         return [self._back(g, (gn - n * proj) * inv)]
 
@@ -297,6 +315,7 @@ class NormGroup:
     centered: bool
     gamma: np.ndarray | None
     beta: np.ndarray | None
+    floor: float = 0.0  # F.normalize's clamp of the norm (then: x / max(‖x‖, floor), ε = 0)
 
     def layer(self, consts: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], opset: int) -> NormLayer:
         """The :class:`NormLayer` that replaces the nodes."""
@@ -307,8 +326,12 @@ class NormGroup:
         rank = len(shape)
         trailing = self.axes == tuple(range(self.axes[0], rank))
         label = ("LayerNorm" if trailing else "Norm") if self.centered else "RMSNorm"
-        layer = NormLayer(ctx, self.source, tuple(shape), self.axes, self.axes, self.epsilon, self.gamma, self.beta,
-                          self.centered, label)
+        gamma = self.gamma
+        if self.floor > 0:
+            label = "L2Normalization"
+            gamma = np.asarray(1.0 / math.sqrt(int(np.prod([shape[a] for a in self.axes]))), dtype=np.float32)
+        layer = NormLayer(ctx, self.source, tuple(shape), self.axes, self.axes, self.epsilon, gamma, self.beta,
+                          self.centered, label, self.floor)
         layer.op_type = label
         layer.folded = [n.op_type for n in self.nodes]
         return layer
@@ -379,6 +402,40 @@ def find_fused_norms(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],
 
     groups: list[NormGroup] = []
     taken: set[int] = set()
+    for node in nodes:  # F.normalize: Div(x, [Expand](Clip|Max(ReduceL2(x), floor)))
+        if node.op_type != "ReduceL2" or not node.input or node.input[0] in consts or node.input[0] not in shapes:
+            continue
+        x = node.input[0]
+        axes = _axes_of(node, consts, len(shapes[x]))
+        if axes is None or 0 in axes:
+            continue
+        members = [node]
+        clamp = only_user(node.output[0])
+        floor = None
+        if clamp is not None and clamp.op_type == "Clip" and clamp.input[0] == node.output[0]:
+            attrs = {a.name: helper.get_attribute_value(a) for a in clamp.attribute}
+            floor = attrs.get("min") if len(clamp.input) < 2 else _scalar(consts, clamp.input[1])
+            if len(clamp.input) > 2 and clamp.input[2] or attrs.get("max") is not None:
+                floor = None
+        elif clamp is not None and clamp.op_type == "Max":
+            c = other(clamp, node.output[0])
+            floor = None if c is None else _scalar(consts, c)
+        if floor is None or floor <= 0:
+            continue
+        members.append(clamp)
+        div = only_user(clamp.output[0])
+        if div is not None and div.op_type == "Expand":
+            members.append(div)
+            div = only_user(div.output[0])
+        if div is None or div.op_type != "Div" or div.input[0] != x or div.input[1] != members[-1].output[0]:
+            continue
+        members.append(div)
+        ids = [producer[m.output[0]] for m in members]
+        if shapes.get(div.output[0]) != shapes.get(x) or any(k in taken for k in ids):
+            continue
+        taken.update(ids)
+        groups.append(NormGroup(x, div.output[0], [nodes[k] for k in sorted(ids)], axes, 0.0, False, None, None,
+                                float(floor)))
     for var_node in nodes:
         if var_node.op_type != "ReduceMean" or not var_node.input:
             continue
