@@ -169,3 +169,29 @@ def test_live_block_matches_lxt(live_block, method: str) -> None:  # type: ignor
     # the rules differ inside attention: the two methods give different maps
     other = ex.explain(x, targets=targets, method=METHODS[1 - METHODS.index(method)])
     assert H.rel_err(got, other) > 1e-2
+
+
+# what each method gives the transformer layer kinds (the table of docs/methods.md)
+KIND_RULES = {
+    "attnlrp": {"product": "uniform(eps=1e-09)", "softmax": "softmax-taylor", "norm": "norm-epsilon(eps=1e-09)",
+                "activation": "pass", "linear": "epsilon(1e-09)", "add": "z(eps=1e-09)", "affine": "z(eps=1e-09)"},
+    "cp_lrp": {"product": "attention-weights-constant(eps=1e-09)", "softmax": "stop",
+               "norm": "norm-epsilon(eps=1e-09)", "activation": "pass", "linear": "epsilon(1e-09)"},
+    "lrp": {"product": "uniform(safe)", "softmax": "softmax-taylor", "norm": "norm-epsilon(safe)",
+            "activation": "gradient"},
+    "lrp_preset_a": {"product": "uniform(safe)", "softmax": "softmax-taylor", "norm": "norm-epsilon(safe)",
+                     "activation": "pass"},
+    "epsilon_plus_flat": {"product": "uniform(eps=1e-06)", "softmax": "softmax-taylor",
+                          "norm": "norm-epsilon(eps=1e-06)", "activation": "pass"},
+    "gradient": {"product": "gradient", "softmax": "gradient", "norm": "gradient", "activation": "gradient"},
+}
+
+
+@pytest.mark.parametrize("method", list(KIND_RULES))
+def test_rules_of_the_transformer_kinds(method: str) -> None:
+    ex = Explainer(str(FIXTURES / "lxt_vit_torchscript.onnx"), device="cpu")
+    rules: dict[str, set[str]] = {}
+    for row in ex.layers(method):
+        rules.setdefault(row["kind"], set()).add(row["rule"])
+    for kind, rule in KIND_RULES[method].items():
+        assert rules[kind] == {rule}, (method, kind, rules[kind])
