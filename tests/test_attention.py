@@ -461,3 +461,19 @@ def test_causal_mask_gets_no_relevance_and_keeps_maps_finite() -> None:
     # the same network without the mask explains differently (the mask is in effect)
     plain = Explainer(attention_block(), device="cpu")
     assert H.rel_err(plain.explain(x, target=0, method="attnlrp"), ex.explain(x, target=0, method="attnlrp")) > 1e-2
+
+
+@pytest.mark.parametrize("equation", ["ni,ij->nj", "ni,ji->nj", "...i,ij->...j", "ij,nli->nlj"])
+def test_einsum_with_a_constant_weight_is_a_dense_layer(equation: str) -> None:
+    b = H.Builder(3)
+    h = b.relu(b.matmul_add("x", 4, 5))
+    token = "l" in equation
+    w = b.const(b.weight([3, 5] if equation.startswith("ni,ji") else [5, 3], 5))
+    y = b.op("Einsum", [w, h] if equation.startswith("ij") else [h, w], equation=equation)
+    if token:  # [N, L, 3] -> mean over tokens
+        y = b.op("ReduceMean", [y], axes=[1], keepdims=0)
+    model = b.model([None, 2, 4] if token else [None, 4], [(y, H.FLOAT)], 13)  # type: ignore[list-item]
+    ex = Explainer(model, device="cpu")
+    assert [r["kind"] for r in ex.layers("attnlrp") if r["op"] == "Einsum"] == ["linear"]
+    x = np.random.default_rng(10).standard_normal((2, 2, 4) if token else (2, 4)).astype(np.float32)
+    assert H.rel_err(ex.explain(x, target=1, method="gradient"), _fd_gradient(model, x, 1)) < 1e-5

@@ -210,10 +210,40 @@ def matmul_of_activations(ctx: NodeContext) -> Layer:
     return ProductLayer(ctx, "matmul")
 
 
+def _einsum_dense(ctx: NodeContext) -> Layer:
+    """``Einsum`` of an activation and a constant 2-d weight that is a dense layer along the activation's last axis
+    (``"...c,cd->...d"``, ``"bld,ed->ble"`` …): a :class:`~onnxlrp.ops.linear.DenseLayer`."""
+    from .linear import DenseLayer
+
+    node = ctx.node
+    if len(node.input) != 2 or ctx.is_const(0) == ctx.is_const(1):
+        raise Unsupported("Einsum with a constant operand is not supported (export the layer as MatMul/Gemm)")
+    xi = 0 if ctx.is_const(1) else 1
+    w = np.asarray(ctx.const(1 - xi))
+    x_shape = ctx.shape(node.input[xi])
+    eq = str(ctx.attr("equation", "")).replace(" ", "")
+    lhs, _, out = eq.partition("->")
+    ops = lhs.split(",")
+    form = "only the dense form '...c,cd->...d' (weight 2-d, the activation's last axis contracted) is supported"
+    if len(ops) != 2 or w.ndim != 2 or "." in ops[1 - xi]:
+        raise Unsupported(f"Einsum {eq!r} with a constant operand: {form}")
+    xs, ws = ops[xi], ops[1 - xi]
+    if "..." in xs:
+        n = len(x_shape) - (len(xs) - 3)
+        xs = xs.replace("...", "".join(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in eq)[:n])
+        out = out.replace("...", xs[:n])
+    c = xs[-1] if xs else ""
+    if (not out or len(xs) != len(x_shape) or len(set(xs)) != len(xs) or c not in ws or len(set(ws)) != 2
+            or out != xs[:-1] + ws.replace(c, "")):
+        raise Unsupported(f"Einsum {eq!r} with a constant operand: {form}")
+    wt = w if ws[0] == c else w.T
+    return DenseLayer(ctx, node.input[xi], wt, None)
+
+
 @register("Einsum")
 def _einsum(ctx: NodeContext) -> Layer:
     if any(ctx.is_const(i) for i in range(len(ctx.node.input))):
-        raise Unsupported("Einsum with a constant operand is not supported (export the layer as MatMul/Gemm)")
+        return _einsum_dense(ctx)
     return ProductLayer(ctx, "einsum")
 
 
