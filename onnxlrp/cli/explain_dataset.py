@@ -14,7 +14,9 @@ import argparse
 import dataclasses
 import glob
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -280,13 +282,23 @@ def run(args: argparse.Namespace) -> int:
 
         ray_started = init_ray(args.ray)
         workers = args.workers or cluster_workers(args.cpus_per_worker)
+    saved = signal.getsignal(signal.SIGTERM)
+    if args.ray and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)  # Ray's own handler aborts the driver (exit 134)
     try:
         return _run(args, store, out, ex, job, paths, state, workers, continued, methods)
     finally:
+        if args.ray and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, saved)
         if ray_started:
             import ray
 
             ray.shutdown()
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM during a Ray run: stop like Ctrl-C (committed parts stay, Ray is shut down, exit status 130)."""
+    raise KeyboardInterrupt
 
 
 def shard_size(todo: int, workers: int, given: int | None) -> int:

@@ -17,7 +17,9 @@ shared file system) on a multi-node cluster.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,7 @@ def init_ray(address: str, num_cpus: int | None = None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "a running Ray cluster (ray.init(address='auto'))" if address == "auto" else f"Ray at {address!r}"
         raise RayRunnerError(f"cannot connect to {where}: {' '.join(str(exc).split())[:300]}") from None
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-dataset INFO or advice lines on stderr
     return True
 
 
@@ -122,9 +125,16 @@ def _pass(ray: Any, job: Job, out: str, shards: Sequence[Shard], workers: int, t
     remote: dict[str, Any] = {"num_cpus": cpus_per_worker, "max_task_retries": TASK_RETRIES}
     if gpus_per_worker:
         remote["num_gpus"] = gpus_per_worker
-    ds = ds.map_batches(ShardActor, fn_constructor_kwargs={"job": job, "out": out, "threads": threads},
-                        batch_size=1, concurrency=max(1, min(workers, len(items))), batch_format="numpy",
-                        **remote)
+    kwargs: dict[str, Any] = {"fn_constructor_kwargs": {"job": job, "out": out, "threads": threads},
+                              "batch_size": 1, "concurrency": max(1, min(workers, len(items))),
+                              "batch_format": "numpy", **remote}
+    with warnings.catch_warnings():  # max_task_retries has no named parameter in Ray Data (2.60) yet
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            ds = ds.map_batches(ShardActor, **kwargs)
+        except TypeError:  # a Ray Data without the remote-arguments catch-all: its default retries
+            kwargs.pop("max_task_retries")
+            ds = ds.map_batches(ShardActor, **kwargs)
     for summary in ds.iter_rows():
         if on_shard is not None:
             on_shard({k: (v.item() if hasattr(v, "item") else v) for k, v in summary.items()})
