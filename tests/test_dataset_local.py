@@ -110,10 +110,13 @@ def test_inputs_globs_lists_and_nhwc(tmp_path: Path) -> None:
     a = photos(tmp_path / "a", 3, seed=1, sub=1)
     b = photos(tmp_path / "b", 2, seed=2)
     (tmp_path / "list.txt").write_text(f"# a list\n\nb/{b[0].name}\n{b[1]}\n")
+    odd = tmp_path / "a" / os.fsdecode(b"odd\xff.png")  # a name that is not UTF-8 cannot go into the store
+    odd.write_bytes(a[1].read_bytes())
     out = tmp_path / "out"
     rc, so, se = _cli("explain-dataset", model, str(tmp_path / "a" / "**" / "*.png"), f"@{tmp_path / 'list.txt'}",
                       b[0], "--method", "gradient", "--target", "crane bird", "-o", out, "--pool", "8")
     assert rc == 0, se
+    assert "skipping 1 file(s) whose names are not valid UTF-8" in se
     t = read_table(out).to_pandas()
     assert sorted(t["image_path"]) == sorted(str(p.resolve()) for p in a + b)
     assert set(t["target_name"]) == {"crane bird"} and set(t["target"]) == {CLASSES.index("crane bird")}

@@ -202,6 +202,15 @@ def collect_images(items: list[str]) -> list[str]:
     return sorted(out)
 
 
+def _utf8(path: str) -> bool:
+    """Whether a path (as Python decodes file names: undecodable bytes as surrogates) is valid UTF-8 text."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------------------- progress
 
 
@@ -233,6 +242,13 @@ def run(args: argparse.Namespace) -> int:
     check_option_keys(args.option)
     target_specs = [t.strip() for t in args.target] if args.target else (["top"] if args.top_k is None else [])
     paths = collect_images(args.inputs)
+    odd = [p for p in paths if not _utf8(p)]
+    if odd:  # the store's strings and errors.jsonl are UTF-8: such a name cannot be stored
+        example = odd[0].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        warn(f"skipping {len(odd)} file(s) whose names are not valid UTF-8 (e.g. {example}); rename them")
+        paths = [p for p in paths if _utf8(p)]
+        if not paths:
+            raise InputError("no image file with a UTF-8 name to explain")
 
     ex = load_explainer(args)
     spec = model_spec(args, ex)
