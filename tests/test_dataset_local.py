@@ -154,6 +154,17 @@ def test_missing_inputs_and_foreign_output(tmp_path: Path, model: Path) -> None:
     (tmp_path / "mine" / "thesis.tex").write_text("x")
     rc, _, se = _cli("explain-dataset", model, tmp_path / "p", "-o", tmp_path / "mine", "--overwrite")
     assert rc == 1 and "not an onnxlrp store" in se and (tmp_path / "mine" / "thesis.tex").exists()
+    assert sorted(f.name for f in (tmp_path / "mine").iterdir()) == ["thesis.tex"]  # not even a lock file
+
+
+def test_one_run_per_store(tmp_path: Path, model: Path) -> None:
+    from onnxlrp.dataset.store import locked
+
+    photos(tmp_path / "p", 2)
+    with locked(tmp_path / "out"):
+        rc, _, se = _cli("explain-dataset", model, tmp_path / "p", "-o", tmp_path / "out")
+    assert rc == 1 and "another explain-dataset run is writing to" in se
+    assert _cli("explain-dataset", model, tmp_path / "p", "-o", tmp_path / "out")[0] == 0
 
 
 def test_process_pool_gives_the_same_rows(tmp_path: Path, model: Path) -> None:

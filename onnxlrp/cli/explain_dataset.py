@@ -288,6 +288,13 @@ def run(args: argparse.Namespace) -> int:
               device=args.device if args.ray else ex.device, output_name=args.output_name, threads=args.threads)
 
     out = Path(args.output)
+    with store.locked(out):
+        return _in_store(args, store, out, manifest, ex, job, paths, methods)
+
+
+def _in_store(args: argparse.Namespace, store: Any, out: Path, manifest: dict[str, Any], ex: Any, job: Any,
+              paths: list[str], methods: list[str]) -> int:
+    """Check or write the manifest, then run (on Ray when asked); the caller holds the store's lock."""
     continued = store.check_or_write_manifest(out, manifest, overwrite=args.overwrite)
     store.remove_stale_temporaries(out)
     state = store.committed_state(out)

@@ -21,13 +21,14 @@ or ``pyarrow.dataset.dataset(OUT / "store", format="parquet")`` directly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "commit_part",
     "committed_state",
     "image_id",
+    "locked",
     "part_name",
     "plan_shards",
     "read_heatmaps",
@@ -60,6 +62,7 @@ __all__ = [
 
 FORMAT = "onnxlrp-store/1"
 MANIFEST = "manifest.json"
+LOCK = ".onnxlrp-lock"
 STORE_DIR = "store"
 ERRORS = "errors.jsonl"
 SHARD_KEY = b"onnxlrp.shard"
@@ -201,9 +204,8 @@ def check_or_write_manifest(out: str | os.PathLike[str], manifest: dict[str, Any
             clear_store(o)
         else:
             continued = True
-    elif o.is_dir() and any(o.iterdir()):
-        raise StoreError(f"--output {o} is a non-empty folder that is not an onnxlrp store; give a new or empty "
-                         "folder")
+    else:
+        _refuse_foreign(o)
     (o / STORE_DIR).mkdir(parents=True, exist_ok=True)
     if not continued:
         _atomic_write_text(o / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
@@ -218,6 +220,42 @@ def clear_store(out: str | os.PathLike[str]) -> None:
     for name in (ERRORS, MANIFEST):
         if (o / name).exists():
             (o / name).unlink()
+
+
+def _refuse_foreign(o: Path) -> None:
+    """Refuse a non-empty folder without a manifest: it is someone's folder, not a store."""
+    if o.is_dir() and not (o / MANIFEST).exists() and any(f.name != LOCK for f in o.iterdir()):
+        raise StoreError(f"--output {o} is a non-empty folder that is not an onnxlrp store; give a new or empty "
+                         "folder")
+
+
+@contextlib.contextmanager
+def locked(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the store's lock (``out/.onnxlrp-lock``, an exclusive ``flock``) for the block: one run per store.
+
+    Creates ``out`` if needed. A second run on the same store (on this machine, or on a file
+    system whose locks span machines) gets :class:`StoreError` instead of racing the first one.
+    Where the system has no ``fcntl`` (Windows) the block runs unlocked.
+    """
+    o = Path(out)
+    if o.exists() and not o.is_dir():
+        raise StoreError(f"--output {o} exists and is not a folder")
+    _refuse_foreign(o)
+    o.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(o / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StoreError(f"another explain-dataset run is writing to {o}; wait for it to end") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------- parts
