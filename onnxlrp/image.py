@@ -50,6 +50,7 @@ from .errors import InputError
 from .paths import read_bounded
 
 __all__ = [
+    "open_image",
     "HIGH_DEPTH_MODES",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_BYTES",
@@ -214,6 +215,12 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
     except Exception as exc:  # noqa: BLE001 - a corrupt file can make a decoder raise anything
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(f"cannot read image {p}: {text}") from None
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """The image file opened with one bounded read, EXIF orientation applied (see :func:`load_sample`'s
+    limits); errors are :class:`~onnxlrp.errors.InputError`. Its ``size`` is the original size."""
+    return _open(path)
 
 
 def _high_depth_grey(im: Image.Image) -> np.ndarray:

@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..image import Preprocess, preprocess
-from ..image import _open as open_image  # one bounded read gives both the pixels and the original size
+from ..image import (
+    Preprocess,
+    open_image,  # one bounded read gives both the pixels and the original size
+    preprocess,
+)
 from .store import SCHEMA, Shard, commit_part, image_id
 
 __all__ = ["Job", "Rows", "explain_files", "pool_map", "process_shard", "to_image_order"]
