@@ -36,7 +36,7 @@ from onnxlrp.ops import kernels as KR
 N = 2
 K = 2
 INT64_MAX = np.iinfo(np.int64).max
-SMOOTH_NO_F64 = {"Elu", "Selu", "Softplus", "Softsign"}
+SMOOTH_NO_F64 = {"Elu", "Selu", "Softplus", "Softsign", "InstanceNormalization"}
 
 
 @dataclass
@@ -101,6 +101,33 @@ CASES: list[Case] = [
     Case("hardswish", "HardSwish", [("a", (N, 20))], kinks=(-3.0, 3.0), scale=3.0),
     Case("tanh", "Tanh", [("a", ACT)]),
     Case("gelu", "Gelu", [("a", ACT)], opset=20, scale=2.0),
+    Case("layernorm", "LayerNormalization", [("a", (N, 3, 6)), ("s", _c(6, seed=1)), ("b", _c(6, seed=2))],
+         {"axis": -1}),
+    Case("instancenorm", "InstanceNormalization", [("a", (N, 3, 4, 5)), ("s", _c(3, seed=3)), ("b", _c(3, seed=4))]),
+    Case("groupnorm", "GroupNormalization", [("a", (N, 4, 3, 3)), ("s", _c(4, seed=5)), ("b", _c(4, seed=6))],
+         {"num_groups": 2, "stash_type": 11}, opset=21),
+    Case("lpnorm", "LpNormalization", [("a", (N, 3, 5))], {"axis": 1, "p": 2}),
+    Case("reducel2", "ReduceL2", [("a", (N, 3, 4)), ("ax", _i(1, 2))], {"keepdims": 0}, opset=18),
+    Case("resize_linear", "Resize", [("a", (N, 2, 3, 4)), ("r", np.zeros(0, np.float32)),
+                                     ("sc", np.array([1, 1, 2, 1.5], np.float32))], {"mode": "linear"}, opset=13,
+         linear=True),
+    Case("upsample", "Upsample", [("a", (N, 2, 3, 3)), ("sc", np.array([1, 1, 2, 2], np.float32))], opset=9,
+         linear=True),
+    Case("convtranspose", "ConvTranspose", [("a", (N, 4, 3, 3)), ("w", _c(4, 3, 3, 3, seed=7)), ("b", _c(6, seed=8))],
+         {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1], "group": 2}, linear=True),
+    Case("expand", "Expand", [("a", (N, 1, 3)), ("s", _i(N, 4, 3))], linear=True),
+    Case("tile", "Tile", [("a", (N, 2, 3)), ("r", _i(1, 3, 2))], linear=True),
+    Case("where", "Where", [("c", np.random.default_rng(0).random((3, 4)) > 0.5), ("a", (N, 3, 4)), ("b", (N, 3, 1))],
+         linear=True),
+    Case("neg", "Neg", [("a", (N, 3))], linear=True),
+    Case("abs", "Abs", [("a", (N, 3, 4))], kinks=(0.0,)),
+    Case("reciprocal", "Reciprocal", [("a", (N, 3, 4))], kinks=(0.0,)),
+    Case("gather_2d_repeated", "Gather", [("a", (N, 5, 3)), ("i", np.array([[0, 4], [4, 1]], np.int64))], {"axis": 1},
+         linear=True),
+    Case("softmax_last", "Softmax", [("a", (N, 3, 5))], {"axis": -1}),
+    Case("softmax_coerced", "Softmax", [("a", (N, 3, 4))], {"axis": 1}, opset=11),
+    Case("logsoftmax_axis1", "LogSoftmax", [("a", (N, 3, 4))], {"axis": 1}),
+    Case("einsum_qk", "Einsum", [("a", (N, 2, 3, 4)), ("b", (N, 2, 5, 4))], {"equation": "bhqd,bhkd->bhqk"}),
     Case("gelu_tanh", "Gelu", [("a", ACT)], {"approximate": "tanh"}, opset=20, scale=2.0),
     Case("elu", "Elu", [("a", ACT)], {"alpha": 0.7}, kinks=(0.0,)),
     Case("selu", "Selu", [("a", ACT)], kinks=(0.0,)),
