@@ -1142,9 +1142,12 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
     out.append(f"* {len(models_done)} models, {len(rows)} model × exporter runs: "
                + ", ".join(f"{by_status[s]} {s}" for s in sorted(by_status)) + ".")
     out.append(f"* Models explained with at least one exporter: {len(explained_models)}; with both: {len(both)}.")
+    cond = [r for r in rows if r.get("gradient") == "float32"]
+    refq = [r for r in rows if r.get("gradient") == "reference?"]
     out.append(f"* `gradient` vs float64 autograd: {sum(r.get('gradient') == 'ok' for r in rows)} within "
-               f"{GRAD_TOL:g}, {len(ties)} above it on float32 ties, **{len(mismatches)} mismatches** "
-               "(above it with no tie: a bug).")
+               f"{GRAD_TOL:g}; {len(cond)} above it but within {COND_FACTOR:g}× torch's own float32 error "
+               f"(ill-conditioned: f32); {len(ties)} above it on float32 ties; {len(refq)} where the reference "
+               f"failed its own finite-difference check; **{len(mismatches)} mismatches** (none of these: a bug).")
     out.append(f"* Runs with NaN/inf in some method: {len(nonfinite)}.\n")
 
     out.append("### Refusing ops, by how many runs each blocks\n")
@@ -1232,8 +1235,16 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
         "target: the predicted class.\n"
         f"* Ties: a torch dispatch mode watches the float64 forward; a ReLU-like decision within "
         f"{TIE_TOL:g}·max|input| of its threshold, or a max-pool window / max reduction whose two largest "
-        "values are that close, counts as a tie. A gradient error above 1e-5 with ties is reported as a tie, "
-        "without ties as a MISMATCH.\n"
+        "values are that close, counts as a tie (exact hits are structural and not counted).\n"
+        f"* Verdict of a gradient error above {GRAD_TOL:g}: *f32* when it is within {COND_FACTOR:g}× torch's own "
+        "float32 autograd error (the model is ill-conditioned; torch in float32 is as far off), *tie* when ties "
+        "were found, *ref?* when the float64 reference fails a directional finite-difference check "
+        f"(above {REF_TOL:g}), else **MISMATCH**.\n"
+        "* The reference writes evaluation-mode BatchNorm out as `(x − mean)·rsqrt(var + eps)·w + b`: torch "
+        "2.14.1's own BatchNorm backward on the CPU returns wrong input gradients when the incoming gradient "
+        "is channels-last with a batch stride that does not span the sample (batch 1, after "
+        "`flatten(2).transpose(1, 2).mean(1)`: LeViT, EfficientFormerV2, MobileViT heads); the *torch BN* "
+        "error of each run is in `results.json` (`torch_bn_err`).\n"
         "* Methods: every method of `onnxlrp.list_methods()`; SmoothGrad with 4 samples, Integrated "
         "Gradients with 4 steps. *nonfinite*: the engine refused a NaN/inf map; *warning*: a "
         "`RelevanceWarning` (relevance grew a thousandfold).\n"
