@@ -635,3 +635,25 @@ __all__ = [
     "parse_size", "physical_memory", "positive_int", "report_error", "resolve_class", "save_npy", "show_progress",
     "slug", "softmax", "unique_stems", "warn", "write_csv", "write_text", "z_box",
 ]
+
+
+def add_preprocessing_args(parser: argparse.ArgumentParser,
+                           title: str = "preprocessing (defaults: the model's onnxlrp.* metadata, its input shape)",
+                           ) -> argparse._ArgumentGroup:
+    """The preprocessing options shared by ``explain``, ``evaluate`` and ``explain-dataset``, as one group."""
+    from ..image import PRESETS, RESAMPLE
+
+    g = parser.add_argument_group(title)
+    g.add_argument("--preset", choices=list(PRESETS),
+                   help="imagenet: RGB [0,1], ImageNet mean/std; caffe: BGR 0..255 minus the mean pixel; "
+                        "tf: RGB [-1,1]; none: RGB [0,1] (default: metadata onnxlrp.preprocess, else imagenet)")
+    g.add_argument("--size", type=parse_size, metavar="S|HxW", help="input size (default: the model's)")
+    g.add_argument("--mean", type=parse_floats_arg, metavar="M[,M,M]",
+                   help="per-channel mean to subtract after scaling (replaces the preset's)")
+    g.add_argument("--std", type=parse_floats_arg, metavar="S[,S,S]", help="per-channel std (replaces the preset's)")
+    g.add_argument("--resample", choices=list(RESAMPLE),
+                   help="resize filter (default: metadata onnxlrp.resample, else bicubic)")
+    g.add_argument("--layout", choices=["NCHW", "NHWC"], type=str.upper,
+                   help="input layout (default: metadata onnxlrp.layout, else detected from the graph)")
+    g.add_argument("--labels", metavar="FILE", help="class names, one per line (default: metadata onnxlrp.labels)")
+    return g

@@ -33,7 +33,7 @@ from ..evaluate import (
     random_curve,
     region_for,
 )
-from ..image import PRESETS, RESAMPLE, expand_inputs, image_size, input_range, load_images
+from ..image import expand_inputs, image_size, input_range, load_images
 from ..paths import read_bounded
 from ..render import save_png
 from .common import (
@@ -41,6 +41,7 @@ from .common import (
     OutputNames,
     Progress,
     UsageError,
+    add_preprocessing_args,
     check_option_keys,
     class_name,
     class_slug,
@@ -52,7 +53,6 @@ from .common import (
     number,
     parse_floats_arg,
     parse_option,
-    parse_size,
     positive_int,
     report_error,
     resolve_class,
@@ -128,14 +128,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--margin", type=_non_negative, default=0.0, metavar="PX",
                    help="pointing game tolerance in input pixels (default 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random orders, tie-breaks and noise (default 0)")
-    g = p.add_argument_group("preprocessing (as in explain)")
-    g.add_argument("--preset", choices=list(PRESETS), help="default: metadata onnxlrp.preprocess, else imagenet")
-    g.add_argument("--size", type=parse_size, metavar="S|HxW", help="input size (default: the model's)")
-    g.add_argument("--mean", type=parse_floats_arg, metavar="M[,M,M]", help="per-channel mean (replaces the preset's)")
-    g.add_argument("--std", type=parse_floats_arg, metavar="S[,S,S]", help="per-channel std (replaces the preset's)")
-    g.add_argument("--resample", choices=list(RESAMPLE), help="resize filter (default: metadata, else bicubic)")
-    g.add_argument("--layout", choices=["NCHW", "NHWC"], type=str.upper, help="input layout (default: detected)")
-    g.add_argument("--labels", metavar="FILE", help="class names, one per line (default: metadata onnxlrp.labels)")
+    add_preprocessing_args(p, "preprocessing (as in explain)")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", metavar="DIR",
                    help=f"directory for CSV, JSON and plots (default {DEFAULT_OUTPUT}/)")

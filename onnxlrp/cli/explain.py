@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..image import PRESETS, RESAMPLE, Preprocess, expand_inputs, load_sample
+from ..image import Preprocess, expand_inputs, load_sample
 from ..render import COLORMAPS, grid, heatmap_to_rgb, overlay, save_png
 from .common import (
     DEFAULT_METHOD,
@@ -28,6 +28,7 @@ from .common import (
     OutputNames,
     Progress,
     UsageError,
+    add_preprocessing_args,
     check_option_keys,
     class_name,
     class_slug,
@@ -39,7 +40,6 @@ from .common import (
     parse_floats_arg,
     parse_option,
     parse_percentile,
-    parse_size,
     positive_int,
     report_error,
     resolve_class,
@@ -83,19 +83,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
                    help="a method option, passed to every chosen method that takes it (e.g. n_samples=16, steps=32, "
                         "epsilon=0.01, gamma=0.5, layer=NAME)")
-    g = ex.add_argument_group("preprocessing (defaults: the model's onnxlrp.* metadata, its input shape)")
-    g.add_argument("--preset", choices=list(PRESETS),
-                   help="imagenet: RGB [0,1], ImageNet mean/std; caffe: BGR 0..255 minus the mean pixel; "
-                        "tf: RGB [-1,1]; none: RGB [0,1] (default: metadata onnxlrp.preprocess, else imagenet)")
-    g.add_argument("--size", type=parse_size, metavar="S|HxW", help="input size (default: the model's)")
-    g.add_argument("--mean", type=parse_floats_arg, metavar="M[,M,M]",
-                   help="per-channel mean to subtract after scaling (replaces the preset's)")
-    g.add_argument("--std", type=parse_floats_arg, metavar="S[,S,S]", help="per-channel std (replaces the preset's)")
-    g.add_argument("--resample", choices=list(RESAMPLE),
-                   help="resize filter (default: metadata onnxlrp.resample, else bicubic)")
-    g.add_argument("--layout", choices=["NCHW", "NHWC"], type=str.upper,
-                   help="input layout (default: metadata onnxlrp.layout, else detected from the graph)")
-    g.add_argument("--labels", metavar="FILE", help="class names, one per line (default: metadata onnxlrp.labels)")
+    add_preprocessing_args(ex)
     g = ex.add_argument_group("output")
     g.add_argument("-o", "--output", metavar="PATH",
                    help=f"a directory (default {DEFAULT_OUTPUT}/) or, for a single heatmap, a .png file")

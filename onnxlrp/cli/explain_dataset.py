@@ -24,11 +24,12 @@ from typing import Any
 from .. import __version__
 from ..dataset.store import SHARD_SIZE
 from ..errors import InputError
-from ..image import IMAGE_EXTENSIONS, PRESETS, RESAMPLE
+from ..image import IMAGE_EXTENSIONS
 from ..paths import read_bounded
 from .common import (
     Progress,
     UsageError,
+    add_preprocessing_args,
     check_option_keys,
     labels_for,
     load_explainer,
@@ -91,14 +92,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--high", type=parse_floats_arg, metavar="V[,V,V]", help="upper end of the Z^B input box")
     g.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
                    help="a method option, passed to every chosen method that takes it")
-    g = p.add_argument_group("preprocessing (defaults: the model's onnxlrp.* metadata, its input shape)")
-    g.add_argument("--preset", choices=list(PRESETS), help="input normalisation (default: metadata, else imagenet)")
-    g.add_argument("--size", type=parse_size, metavar="S|HxW", help="input size (default: the model's)")
-    g.add_argument("--mean", type=parse_floats_arg, metavar="M[,M,M]", help="per-channel mean (replaces the preset's)")
-    g.add_argument("--std", type=parse_floats_arg, metavar="S[,S,S]", help="per-channel std (replaces the preset's)")
-    g.add_argument("--resample", choices=list(RESAMPLE), help="resize filter (default: metadata, else bicubic)")
-    g.add_argument("--layout", choices=["NCHW", "NHWC"], type=str.upper, help="input layout (default: detected)")
-    g.add_argument("--labels", metavar="FILE", help="class names, one per line (default: metadata onnxlrp.labels)")
+    add_preprocessing_args(p)
     g = p.add_argument_group("the store")
     g.add_argument("-o", "--output", required=True, metavar="OUT", help="the store's folder (new, empty, or a store "
                    "made by the same command, which is continued)")
