@@ -240,3 +240,57 @@ def test_info_says_what_is_explained(text: tuple[Path, onnx.ModelProto], capsys:
     assert "explained: emb (embedding); 'input_ids' holds token ids" in out
     assert "held fixed: attention_mask" in out
     assert "MatMul" in out
+
+
+WORDS = ["[PAD]", "the", "zebra", "runs", "fast", "slow", "elephant", "eats", "grass", "and", "a", "big", "small",
+         "animal", "is", "not", "very", "good", "bad", "[UNK]"]
+
+
+def _tokenizer_file(folder: Path) -> Path:
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tok = tokenizers.Tokenizer(WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    path = folder / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_explain_text_prints_coloured_tokens_and_writes_html(text: tuple[Path, onnx.ModelProto], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxlrp.cli import main
+
+    tok = _tokenizer_file(tmp_path)
+    page = tmp_path / "page.html"
+    code = main(["explain-text", str(text[0]), "the zebra runs fast", "a big elephant eats", "--tokenizer", str(tok),
+                 "-m", "lrp_epsilon", "--target", "1", "--color", "never", "--output", str(page)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "the(" in out and "zebra(" in out and "lrp_epsilon for class 1" in out
+    html_text = page.read_text(encoding="utf-8")
+    assert html_text.count("<span class='t'") == 8 and "elephant" in html_text
+    # the printed numbers are the engine's per-token relevances
+    ids = np.array([[1, 2, 3, 4], [10, 11, 6, 7]])
+    want = Explainer(text[0], device="cpu").explain({"input_ids": np.pad(ids, ((0, 0), (0, L - 4))),
+                                                     "attention_mask": np.pad(np.ones_like(ids), ((0, 0), (0, L - 4)))},
+                                                    target=1, method="lrp_epsilon")
+    assert f"zebra({want[0, 1]:+.3g})" in out
+
+
+def test_explain_text_colours_and_errors(text: tuple[Path, onnx.ModelProto], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxlrp.cli import main
+
+    tok = _tokenizer_file(tmp_path)
+    assert main(["explain-text", str(text[0]), "the zebra", "--tokenizer", str(tok), "--color", "always",
+                 "-m", "gradient"]) == 0
+    assert "\x1b[48;2;" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["explain-text", str(text[0]), "the zebra", "--tokenizer", str(bad)]) == 1
+    assert "is not a tokenizer.json" in capsys.readouterr().err
+    assert main(["explain-text", str(text[0]), "the zebra"]) == 2  # no tokenizer anywhere
+    assert main(["explain-text", str(text[0]), "the zebra", "--tokenizer", str(tok), "--target", "7"]) == 1
+    assert "out of range" in capsys.readouterr().err
