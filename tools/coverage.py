@@ -766,8 +766,8 @@ def directional_check(model: Any, x: Any, target: int, grad: np.ndarray, seed: i
 
 
 def _torch_gradient(model: Any, entry: ZooEntry, inputs: tuple[Any, ...], target: int, dtype: Any) -> np.ndarray:
-    """d logits[0, target] / d input with torch autograd in ``dtype`` (token models: d / d word embeddings,
-    summed over the embedding axis); BatchNorm written out (:func:`explicit_batch_norm`)."""
+    """d logits[0, target] / d input with torch autograd in ``dtype`` (token models: d / d the word-embedding
+    lookup's output, ``(1, L, D)``); BatchNorm written out (:func:`explicit_batch_norm`)."""
     with explicit_batch_norm():
         return _torch_gradient_plain(model, entry, inputs, target, dtype)
 
@@ -792,7 +792,7 @@ def _torch_gradient_plain(model: Any, entry: ZooEntry, inputs: tuple[Any, ...], 
             y[0, target].backward()
         finally:
             handle.remove()
-        return store["e"].grad.detach().to(torch.float64).sum(-1).numpy()
+        return store["e"].grad.detach().to(torch.float64).numpy()
     x = inputs[0].detach().to(dtype).requires_grad_(True)
     y = m(x)
     y[0, target].backward()
@@ -873,7 +873,10 @@ def run_job(name: str, exporter: str, cache: Path = CACHE_DIR, tie_tol: float = 
         x_in: Any = feeds if entry.kind == "tokens" else feeds["input"]
 
         stage = enter("gradient")
-        g = np.asarray(ex.explain(x_in, target=target, method="gradient"), np.float64)
+        if entry.kind == "tokens":  # the embedded tokens' gradient (N, L, D); summed per token it would be ~0
+            g = np.asarray(ex.explain(x_in, target=target, method="gradient", per_token=False), np.float64)
+        else:
+            g = np.asarray(ex.explain(x_in, target=target, method="gradient"), np.float64)
         g64 = _torch_gradient(model, entry, inputs, target, torch.float64)
         g32 = _torch_gradient(build_model(entry), entry, inputs, target, torch.float32)
         if g.shape != g64.shape and g.size == g64.size:
