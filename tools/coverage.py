@@ -1175,7 +1175,25 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
     if failing:
         out.append("### Runs that failed before the engine was reached or crashed\n")
         for r in failing:
-            out.append(f"* {r['model']} ({r['exporter']}): {_status_cell(r)}")
+            msg = str(r.get("message", "")).replace("\n", " ")
+            out.append(f"* {r['model']} ({r['exporter']}): {r.get('status')} at {r.get('stage', '?')}: {msg[:300]}")
+        out.append("")
+    per_method: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in rows:
+        for m, st in (r.get("methods") or {}).items():
+            kind = st.split(":", 1)[0]
+            if kind != "ok":
+                per_method[m][kind] += 1
+    if per_method:
+        out.append("### Method findings, by method\n")
+        out.append("Runs (of the explained ones) where a method returned no map (*error*: the message is in "
+                   "*Method findings in full* below), raised a `RelevanceWarning` (*warning*: total |relevance| "
+                   "above 1000× the start) or would have returned NaN/inf (*nonfinite*).\n")
+        out.append("| method | error | warning | nonfinite |")
+        out.append("| --- | ---: | ---: | ---: |")
+        for m in sorted(per_method, key=lambda k: (-sum(per_method[k].values()), k)):
+            c = per_method[m]
+            out.append(f"| `{m}` | {c['error']} | {c['warning']} | {c['nonfinite']} |")
         out.append("")
 
     out.append("## Model × exporter\n")
