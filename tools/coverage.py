@@ -1269,7 +1269,12 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
         "* Methods: every method of `onnxlrp.list_methods()`; SmoothGrad with 4 samples, Integrated "
         "Gradients with 4 steps. *nonfinite*: the engine refused a NaN/inf map; *warning*: a "
         "`RelevanceWarning` (relevance grew a thousandfold).\n"
-        "* Each model × exporter runs in its own process with a timeout.")
+        "* The dynamo exporter, given a batch-1 example, bakes batch 1 into some reshapes although the input "
+        "declares `N` (torch.export specialises size-1 dimensions): such exports run only at batch 1, so "
+        "SmoothGrad and Integrated Gradients (4 points per call here) fail in onnxruntime on them — an export "
+        "artefact, listed under the method findings.\n"
+        "* Each model × exporter runs in its own process (forked from a server that has imported torch once) "
+        "with a timeout.")
     return "\n".join(out) + "\n"
 
 
