@@ -99,6 +99,7 @@ _INN_OTHER = {
     "affine": PASS,
     "batchnorm": BatchNormZ(),
     "gate": GateToSignal(),
+    "quotient": GateToSignal(),
     "add": ZNorm(SafeDivide()),
     "avgpool": ZNorm(SafeDivide()),
     **transformer_rules(SafeDivide()),
@@ -125,7 +126,8 @@ def bounded_deep_taylor(bias: bool = False) -> Composite:
     return Composite(
         "lrp",
         linear,
-        {"affine": PASS, "batchnorm": PASS, "gate": GateToSignal(), **transformer_rules(SafeDivide())},
+        {"affine": PASS, "batchnorm": PASS, "gate": GateToSignal(), "quotient": GateToSignal(),
+         **transformer_rules(SafeDivide())},
         needs_bounds=True,
     )
 
@@ -218,7 +220,8 @@ def _lxt_other(stab: Stabilizer) -> dict[str, Rule]:
     """The ε-rule on every weight-free linear map (sums, averages, constant scale/shift, unfolded BatchNorm),
     the identity rule on activations, re-indexing and max pooling by their gradient."""
     z = ZNorm(stab)
-    return {"activation": PASS, "affine": z, "batchnorm": z, "add": z, "avgpool": z, "norm": NormEpsilon(stab)}
+    return {"activation": PASS, "affine": z, "batchnorm": z, "add": z, "avgpool": z, "norm": NormEpsilon(stab),
+            "quotient": GateToSignal()}
 
 
 def attnlrp(eps: float = 1e-9) -> Composite:

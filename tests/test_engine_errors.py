@@ -291,22 +291,28 @@ def test_model_from_bytes_and_proto(image_model: tuple[Path, Explainer], folder:
         Explainer(ext.read_bytes(), device="cpu")
 
 
-def test_quotient_of_two_activations_is_refused_and_product_is_explained(folder: Path) -> None:
-    """``Div`` of two activations (from two different layers) has no rule: refused by name. ``Mul`` of two
-    activations is a bilinear product (kind ``product``, tests/test_attention.py), explained. (A product or
-    quotient of two functions of one tensor, ``x·relu(x)``, ``x / σ(x)``, is one fused activation.)"""
-    for op in ("Div", "Mul"):
+def test_quotient_and_product_of_two_activations_are_explained(folder: Path) -> None:
+    """``Div`` of two activations (from two different layers) is a quotient whose denominator the LRP
+    composites hold constant (kind ``quotient``); ``Mul`` of two activations is a bilinear product (kind
+    ``product``, tests/test_attention.py). Both have their exact gradient. (A product or quotient of two
+    functions of one tensor, ``x·relu(x)``, ``x / σ(x)``, is one fused activation.)"""
+    for op, kind in (("Div", "quotient"), ("Mul", "product")):
         b = H.Builder()
         h, other = b.gemm("x", 4, 5), b.op("Sigmoid", [b.gemm("x", 4, 5)]) if op == "Div" else b.relu(b.gemm("x", 4, 5))
         y = b.gemm(b.op(op, [h, other]), 5, 2)  # type: ignore[list-item]
         b.nodes[-2].name = f"bilinear_{op}"
-        path = H.save_checked(b.model([None, 4], [(y, H.FLOAT)], 13), folder, f"bilinear_{op}", (4,))
+        model = b.model([None, 4], [(y, H.FLOAT)], 13)  # type: ignore[list-item]
+        path = H.save_checked(model, folder, f"bilinear_{op}", (4,))
+        ex = Explainer(str(path), device="cpu")
+        rows = [r for r in ex.layers("lrp") if r["name"] == f"bilinear_{op}"]
+        assert [r["kind"] for r in rows] == [kind]
         if op == "Div":
-            with pytest.raises(UnsupportedModelError, match=rf"bilinear_{op}.*\b{op}\b"):
-                Explainer(str(path), device="cpu")
-        else:
-            kinds = [r["kind"] for r in Explainer(str(path), device="cpu").layers("lrp") if r["name"] == "bilinear_Mul"]
-            assert kinds == ["product"]
+            assert rows[0]["rule"] == "signal-takes-all"
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        jac = H.Reference64(model, y).jacobian(x)
+        got = ex.explain(x, targets=[0, 1], method="gradient")
+        for t in range(2):
+            assert H.rel_err(got[t], jac[:, t]) < 1e-5
 
 
 def test_two_float_inputs_and_integer_input_without_embedding_are_refused(folder: Path) -> None:

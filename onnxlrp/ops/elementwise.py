@@ -201,6 +201,27 @@ class AddLayer(Layer):
         return [unbroadcast(xp, g if s > 0 else -g, shp) for s, shp in zip(self.signs, self.input_shapes, strict=True)]
 
 
+class QuotientLayer(Layer):
+    """``y = a / b`` of two activations (ConvNeXt-V2's global response norm, linear attention's normaliser).
+
+    The denominator is a normaliser in every architecture that writes this: the LRP composites hold
+    it constant (``signal_index`` 0: all relevance to the numerator, as a gate's signal); the
+    gradient goes to both.
+    """
+
+    kind = "quotient"
+    signal_index = 0
+
+    def vjp(self, xp: Any, ins: list[Array], outs: list[Array], gouts: list[Array | None]) -> list[Array | None]:
+        """``g / b`` to the numerator, ``−g ⊙ a / b²`` to the denominator, summed over broadcast axes."""
+        g = gouts[0]
+        if g is None:
+            return [None, None]
+        a, b = ins
+        gb = g / b
+        return [unbroadcast(xp, gb, self.input_shapes[0]), unbroadcast(xp, -gb * (a / b), self.input_shapes[1])]
+
+
 def _binary(ctx: NodeContext) -> Layer:
     node = ctx.node
     op = node.op_type
@@ -218,7 +239,7 @@ def _binary(ctx: NodeContext) -> Layer:
             from .attention import mul_of_activations  # a gate, or a product of two activations
 
             return mul_of_activations(ctx)
-        raise Unsupported(f"{op} of two activations cannot be explained (it is not linear in either input)")
+        return QuotientLayer(ctx)
     if len(dyn) != 1:
         raise Unsupported(f"{op} with no activation input")
     i = dyn[0]
