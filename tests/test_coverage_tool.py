@@ -236,3 +236,19 @@ def test_explicit_batch_norm_gives_the_exact_gradient() -> None:
     wrong = exact.copy()
     wrong[0, 5] = 0.1
     assert cov.directional_check(head, x, 3, wrong) > 1e-3
+
+
+@pytest.mark.slow
+def test_command_line_runs_a_child_and_writes_the_report(tmp_path: Path) -> None:
+    """``--only`` one model, one exporter: a child process runs it, results.json is merged, the report written;
+    a timeout becomes a result instead of stopping the run."""
+    out = tmp_path / "coverage.md"
+    assert cov.main(["--only", "signal_cnn1d", "--exporter", "torchscript", "--jobs", "1", "--cache", str(tmp_path),
+                     "--out", str(out)]) == 0
+    results = cov.load_results(tmp_path / "results.json")
+    assert results["signal_cnn1d|torchscript"]["status"] == "explained"
+    text = out.read_text()
+    assert "| signal_cnn1d | torchscript | explained |" in text
+    assert "1 explained" in text
+    slow = cov.run_child("signal_cnn1d", "dynamo", tmp_path, timeout=0.5, tie_tol=1e-6)
+    assert slow["status"] == "timeout"

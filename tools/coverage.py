@@ -1005,13 +1005,27 @@ def run_child(name: str, exporter: str, cache: Path, timeout: float, tie_tol: fl
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         t0 = time.perf_counter()
-        proc = _context().Process(target=_child_entry, args=(name, exporter, str(out), str(cache), tie_tol,
-                                                             export_only, str(log)))
-        proc.start()
-        proc.join(timeout)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        if __name__ == "__main__":  # run as a script: fork from the preloaded server
+            proc = _context().Process(target=_child_entry, args=(name, exporter, str(out), str(cache), tie_tol,
+                                                                 export_only, str(log)))
+            proc.start()
+            proc.join(timeout)
+            timed_out = proc.is_alive()
+            if timed_out:
+                proc.kill()
+                proc.join()
+            code = proc.exitcode
+        else:  # imported (tests): the server could not import this module by name; a fresh interpreter can
+            _set_child_env()
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, exporter, str(out), "--cache",
+                   str(cache), "--tie-tol", str(tie_tol)] + (["--export-only"] if export_only else [])
+            with open(log, "w") as sink:
+                try:
+                    code = subprocess.run(cmd, stdout=sink, stderr=sink, timeout=timeout, cwd=REPO_ROOT).returncode
+                    timed_out = False
+                except subprocess.TimeoutExpired:
+                    code, timed_out = None, True
+        if timed_out:
             return {"model": name, "exporter": exporter, "status": "timeout", "seconds": round(timeout),
                     "message": f"no result within {timeout:.0f} s", "started": _now()}
         if out.exists():
@@ -1019,7 +1033,7 @@ def run_child(name: str, exporter: str, cache: Path, timeout: float, tie_tol: fl
         else:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
             res = {"model": name, "exporter": exporter, "status": "crash", "started": _now(),
-                   "message": f"exit code {proc.exitcode}: " + " / ".join(tail)[-500:]}
+                   "message": f"exit code {code}: " + " / ".join(tail)[-500:]}
         res.setdefault("seconds", round(time.perf_counter() - t0, 1))
         return res
 
