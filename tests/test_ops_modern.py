@@ -729,3 +729,25 @@ def test_layers_that_mix_samples_are_refused_by_name(name: str, folder: Path) ->
 
 if __name__ == "__main__":
     make_fixtures()
+
+
+def test_global_response_norm_every_method(tmp_path: Path) -> None:
+    """ConvNeXt-V2's GRN written out (ReduceL2 over space, Div by its channel mean, x·N + x): every method
+    gives a finite map (ReduceL2 under the norm ε-rule: shares x²/‖x‖²) and the gradient is exact."""
+    from onnxlrp import list_methods
+
+    b = H.Builder(1)
+    h = b.conv("x", 3, 4, [3, 3], pads=[1, 1, 1, 1])
+    g = b.op("ReduceL2", [h, b.ints([2, 3])], keepdims=1)
+    n = b.op("Div", [g, b.op("Add", [b.op("ReduceMean", [g, b.ints([1])], keepdims=1), b.const(np.float32(1e-6))])])
+    y = b.op("Add", [b.op("Mul", [h, n]), h])
+    y = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [y])]), 4, 3)  # type: ignore[arg-type]
+    model = b.model([None, 3, 5, 5], [(y, H.FLOAT)], 18)  # type: ignore[list-item]
+    ex = Explainer(str(H.save_checked(model, tmp_path, "grn", (3, 5, 5))), device="cpu")
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    for method in list_methods():
+        opts = {"n_samples": 2} if method == "smoothgrad" else {"steps": 2} if method == "integrated_gradients" else {}
+        heat = ex.explain(x, target=1, method=method, **opts)
+        assert np.all(np.isfinite(heat)), method
+    jac = H.Reference64(model, y).jacobian(x)
+    assert H.rel_err(ex.explain(x, target=1, method="gradient"), jac[:, 1]) < 1e-5

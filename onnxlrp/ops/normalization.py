@@ -290,6 +290,12 @@ class ReduceL2Layer(Layer):
         """``√(Σ_A x²)``."""
         return [xp.sqrt((ins[0] * ins[0]).sum(axis=self.axes, keepdims=self.keepdims))]
 
+    def linear_vjp(self, xp: Any, x: Array, g: Array) -> Array:
+        """The VJP with the scale held constant: ``y = Σ x ⊙ (x / y)`` with ``x / y`` fixed, i.e. ``g ⊙ x / y`` —
+        the gradient itself (the norm is homogeneous of degree 1); under the ε-rule each input gets the share
+        ``x² / y²`` of the relevance (conserving)."""
+        return self.vjp(xp, [x], self.forward(xp, [x]), [g])[0]
+
 
 @register("ReduceL2")
 def _reduce_l2(ctx: NodeContext) -> Layer:
