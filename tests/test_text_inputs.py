@@ -218,7 +218,7 @@ def test_tiny_hf_bert_gradient_equals_autograd(tmp_path: Path) -> None:
             return self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
 
     path = tmp_path / "bert.onnx"
-    torch.onnx.export(Logits(), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+    torch.onnx.export(Logits().eval(), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
                       output_names=["logits"], opset_version=18, dynamo=True)
     ex = Explainer(path, device="cpu")
     feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
