@@ -624,6 +624,15 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     needed = sorted({t for nd in dyn_nodes for t in nd.inputs + nd.outputs if t and t not in consts})
     missing = [t for t in needed if t not in shapes]
     if missing:
+        from .memory import available_memory, fmt_bytes
+
+        need = 64 * 4 * int(np.prod(input_shape))  # the fallback runs the model once: its tensors, roughly
+        avail = available_memory()
+        if avail is not None and need > avail:
+            raise InputError(f"shape inference left {len(missing)} tensor shapes unknown (e.g. {missing[0]!r}); "
+                             f"finding them means running the model once on an input of shape {list(input_shape)}, "
+                             f"about {fmt_bytes(need)}, more than the {fmt_bytes(avail)} available; "
+                             "use a smaller input")
         try:
             shapes.update(_shapes_by_running(canon, input_name, input_shape, missing, weights))
         except Exception as exc:  # noqa: BLE001

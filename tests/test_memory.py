@@ -110,3 +110,17 @@ def test_parse_budget(text: object, value: int) -> None:
 def test_bad_budgets_are_refused(bad: object) -> None:
     with pytest.raises(InputError, match="memory_budget"):
         parse_budget(bad)  # type: ignore[arg-type]
+
+
+def test_shape_fallback_is_not_run_on_a_giant_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When shape inference leaves shapes unknown, the model is run once on zeros to find them: not for an input
+    that would not fit in memory."""
+    from onnxlrp import graph
+
+    arch = H.arch_image()
+    path = H.save_checked(arch.model, tmp_path, "img.onnx", arch.shape)
+    ex = Explainer(path, device="cpu")
+    monkeypatch.setattr(graph, "_infer_shapes", lambda skel: {})
+    monkeypatch.setattr("onnxlrp.memory.available_memory", lambda: 10_000)
+    with pytest.raises(InputError, match="shape inference left .* running the model once"):
+        ex.explain(np.zeros((5,) + arch.shape, np.float32), target=0, method="lrp")
