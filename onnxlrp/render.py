@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = [
     "COLORMAPS",
     "atomic_open",
+    "write_csv",
+    "write_text",
     "colormap",
     "grid",
     "heatmap_to_rgb",
@@ -134,6 +136,26 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text atomically (:func:`atomic_open`); return the path."""
+    p = Path(path)
+    with atomic_open(p, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    return p
+
+
+def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV file (a header row, then ``rows``) atomically; return the path."""
+    import csv
+
+    p = Path(path)
+    with atomic_open(p, "w", encoding="utf-8", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(header)
+        wr.writerows(rows)
+    return p
 
 
 def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:

@@ -9,7 +9,6 @@ combination of options; any :class:`~onnxlrp.errors.OnnxLrpError` (exit status 1
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
 import hashlib
 import math
@@ -27,7 +26,7 @@ import numpy as np
 from ..errors import InputError, ModelLoadError, OnnxLrpError
 from ..image import PRESETS, RESAMPLE, Preprocess, detect_layout, input_range, parse_floats
 from ..paths import confined, read_bounded
-from ..render import atomic_open
+from ..render import atomic_open, write_csv, write_text
 
 PROG = "onnxlrp"
 DEFAULT_METHOD = "sglrp"
@@ -531,22 +530,6 @@ def save_npy(path: Path, array: np.ndarray) -> Path:
     """Write ``array`` as a ``.npy`` file, atomically; return the path."""
     with atomic_open(path) as fh:
         np.save(fh, array)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write UTF-8 text, atomically; return the path."""
-    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    return path
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """Write a CSV file (a header row, then ``rows``), atomically; return the path."""
-    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(header)
-        wr.writerows(rows)
     return path
 
 

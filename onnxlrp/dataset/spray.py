@@ -44,7 +44,6 @@ Every user mistake (no store, an empty store, an unknown method or target, fewer
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -58,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..render import atomic_open
+from ..render import write_csv, write_text
 from .store import STORE_DIR, read_manifest
 from .store import schema as store_schema
 
@@ -504,22 +503,6 @@ def _run_spray(store: str | os.PathLike[str], method: str, target: str, clusters
 
 
 # --------------------------------------------------------------------------------------- outputs
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write UTF-8 text atomically (:func:`onnxlrp.render.atomic_open`); return the path."""
-    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    return path
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    """Write a CSV file (a header row, then ``rows``) atomically; return the path."""
-    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(header)
-        wr.writerows(rows)
-    return path
 
 
 def write_outputs(result: SprayResult, output: str | os.PathLike[str]) -> list[Path]:
