@@ -38,9 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -164,18 +162,11 @@ def train(images: np.ndarray, labels: np.ndarray):  # noqa: ANN201
 
 
 def atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically (:func:`onnxlrp.render.atomic_open`)."""
+    from onnxlrp.render import atomic_open
+
+    with atomic_open(path) as fh:
+        fh.write(data)
 
 
 def csv_bytes(header: list[str], rows: list[list[object]]) -> bytes:

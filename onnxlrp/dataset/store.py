@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OnnxLrpError
+from ..render import write_text
 
 __all__ = [
     "FORMAT",
@@ -130,20 +131,6 @@ def part_name(seq: int, ids: Sequence[str]) -> str:
     return f"part-{seq:06d}-{key}.parquet"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------------------- the manifest
 
 
@@ -208,7 +195,7 @@ def check_or_write_manifest(out: str | os.PathLike[str], manifest: dict[str, Any
         _refuse_foreign(o)
     (o / STORE_DIR).mkdir(parents=True, exist_ok=True)
     if not continued:
-        _atomic_write_text(o / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        write_text(o / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return continued
 
 
@@ -393,7 +380,7 @@ def write_errors(out: str | os.PathLike[str], errors: Iterable[dict[str, str]]) 
     lines = [json.dumps({"image_path": e["image_path"], "reason": e["reason"]}, ensure_ascii=False)
              for e in sorted(errors, key=lambda e: e["image_path"])]
     p = Path(out) / ERRORS
-    _atomic_write_text(p, "".join(line + "\n" for line in lines))
+    write_text(p, "".join(line + "\n" for line in lines))
     return p
 
 
