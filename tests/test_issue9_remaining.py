@@ -1,0 +1,217 @@
+"""Remaining correctness items of issue 9.
+
+* ``ResizeLayer.map_bounds``: the Z^B input box mapped through a ``Resize`` before the first linear layer.
+  A cubic Resize has negative taps, so ``forward(low)`` and ``forward(high)`` do not bound its output;
+  ``map_bounds`` gives ``[M⁺l + M⁻h, M⁺h + M⁻l]``. Checked: the box contains the Resize output of random
+  points and of every vertex-like point of the input box (float32 slack 1e-5 of the box scale), each
+  bound is attained by the input box's vertex that the row's signs pick (≤ 1e-5), and for nearest and
+  linear modes it equals ``(forward(low), forward(high))`` (≤ 1e-6).
+* ``attnlrp`` on squeeze-excitation gates: all relevance to the signal (signal-take-all). On an SE block
+  whose pre-sigmoid logits sit near 0 the uniform split multiplies the total relevance by the ε-rule's
+  ``1/z`` of the gate's linear layer; with signal-take-all the rule equals the formula and conserves.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import helpers_onnx as H
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxlrp.ops import NodeContext, lookup
+from onnxlrp.ops.resize import ResizeLayer
+
+# ---------------------------------------------------------------------------------------------
+# Resize: mapped input bounds
+
+
+def _resize_layer(mode: str, coord: str, shape: tuple[int, ...], out: tuple[int, ...], exclude: int = 0,
+                  cubic_a: float = -0.75) -> ResizeLayer:
+    """A Resize layer (opset 13, constant sizes) from ``shape`` to ``out``."""
+    attrs = {"mode": mode, "coordinate_transformation_mode": coord, "exclude_outside": exclude,
+             "cubic_coeff_a": cubic_a}
+    node = helper.make_node("Resize", ["x", "", "", "sz"], ["y"], name="resize", **attrs)
+    consts = {"sz": np.asarray(out, np.int64)}
+    builder = lookup("Resize")
+    assert builder is not None
+    layer = builder(NodeContext(node, consts, {"x": shape, "y": out}, 13, {}))
+    assert isinstance(layer, ResizeLayer)
+    return layer
+
+
+def _full_matrix(layer: ResizeLayer, shape: tuple[int, ...]) -> np.ndarray:
+    """The layer's map as one float64 matrix (outputs × inputs), by applying it to the unit vectors."""
+    n = int(np.prod(shape))
+    eye = np.eye(n).reshape((n,) + shape)
+    cols = [layer.forward(np, [e.astype(np.float64)])[0].reshape(-1) for e in eye]
+    return np.stack(cols, axis=1)
+
+
+BOUNDS_CASES = [
+    ("cubic", "half_pixel", (1, 2, 4, 3), (1, 2, 7, 5), 0),
+    ("cubic", "align_corners", (2, 1, 3, 5), (2, 1, 6, 9), 0),
+    ("cubic", "pytorch_half_pixel", (1, 1, 6, 4), (1, 1, 3, 7), 1),
+    ("cubic", "asymmetric", (1, 1, 5, 5), (1, 1, 8, 3), 0),
+    ("linear", "half_pixel", (1, 2, 4, 3), (1, 2, 7, 5), 0),
+    ("linear", "align_corners", (2, 1, 3, 5), (2, 1, 6, 2), 0),
+    ("nearest", "asymmetric", (1, 2, 4, 3), (1, 2, 8, 6), 0),
+    ("nearest", "half_pixel", (1, 1, 6, 4), (1, 1, 3, 7), 0),
+]
+
+
+def _box(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A box ``low ≤ high`` with per-element bounds (some of width 0)."""
+    a, b = rng.normal(size=shape), rng.normal(size=shape)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    high[..., 0, 0] = low[..., 0, 0]
+    return low.astype(np.float32), high.astype(np.float32)
+
+
+@pytest.mark.parametrize("mode, coord, shape, out, exclude", BOUNDS_CASES)
+def test_resize_bounds_contain_every_output_of_the_box(mode: str, coord: str, shape: tuple[int, ...],
+                                                       out: tuple[int, ...], exclude: int) -> None:
+    rng = np.random.default_rng(len(coord) + 10 * len(mode))
+    layer = _resize_layer(mode, coord, shape, out, exclude)
+    low, high = _box(rng, shape)
+    lo, hi = layer.map_bounds(np, low, high)
+    assert lo.shape == hi.shape == out and lo.dtype == hi.dtype == np.float32
+    slack = 1e-5 * float(np.abs(np.concatenate([low, high])).max())
+    points = [low + rng.random(shape, dtype=np.float32) * (high - low) for _ in range(200)]
+    points += [np.where(rng.random(shape) < 0.5, low, high) for _ in range(200)]  # vertices
+    for x in points:
+        y = layer.forward(np, [x])[0]
+        assert np.all(y >= lo - slack) and np.all(y <= hi + slack)
+
+
+@pytest.mark.parametrize("mode, coord, shape, out, exclude", BOUNDS_CASES)
+def test_resize_bounds_are_attained(mode: str, coord: str, shape: tuple[int, ...], out: tuple[int, ...],
+                                    exclude: int) -> None:
+    """Each output's lower (upper) bound is the output at the vertex that puts every input where the sign of its
+    weight asks: the box is the tightest elementwise one."""
+    rng = np.random.default_rng(3)
+    layer = _resize_layer(mode, coord, shape, out, exclude)
+    low, high = _box(rng, shape)
+    lo, hi = layer.map_bounds(np, low, high)
+    w = _full_matrix(layer, shape)
+    lo64, hi64 = low.reshape(-1).astype(np.float64), high.reshape(-1).astype(np.float64)
+    best_lo = np.where(w > 0, lo64, hi64)  # (outputs, inputs): the minimising vertex of each row
+    best_hi = np.where(w > 0, hi64, lo64)
+    want_lo, want_hi = (w * best_lo).sum(axis=1), (w * best_hi).sum(axis=1)
+    scale = float(np.abs(np.concatenate([lo64, hi64])).max())
+    assert np.abs(lo.reshape(-1) - want_lo).max() <= 1e-5 * scale
+    assert np.abs(hi.reshape(-1) - want_hi).max() <= 1e-5 * scale
+    if mode != "cubic":  # no negative weights: the forward of the bounds is already the box
+        assert np.abs(lo - layer.forward(np, [low])[0]).max() <= 1e-6 * scale
+        assert np.abs(hi - layer.forward(np, [high])[0]).max() <= 1e-6 * scale
+
+
+def test_cubic_resize_forward_of_the_bounds_is_not_a_bound() -> None:
+    """Why the method exists: with cubic taps, min/max of ``forward(low)`` and ``forward(high)`` (what the plan
+    did for every re-indexing layer) misses outputs of points inside the box; ``map_bounds`` does not."""
+    shape, out = (1, 1, 4, 4), (1, 1, 8, 8)
+    layer = _resize_layer("cubic", "half_pixel", shape, out)
+    assert min(float(m.min()) for m in layer.mats.values()) < 0
+    low = np.zeros(shape, np.float32)
+    high = np.ones(shape, np.float32)
+    a, b = layer.forward(np, [low])[0], layer.forward(np, [high])[0]
+    naive_lo, naive_hi = np.minimum(a, b), np.maximum(a, b)
+    x = np.zeros(shape, np.float32)
+    x[..., ::2, ::2] = 1  # a checkerboard-like input overshoots: cubic interpolation rings
+    y = layer.forward(np, [x])[0]
+    assert y.min() < naive_lo.min() - 1e-3 or y.max() > naive_hi.max() + 1e-3
+    lo, hi = layer.map_bounds(np, low, high)
+    assert np.all(y >= lo - 1e-6) and np.all(y <= hi + 1e-6)
+    assert float(lo.min()) < 0 < 1 < float(hi.max())
+
+
+def test_every_other_mapped_layer_kind_is_monotone_per_element() -> None:
+    """The other layers ``Plan.bounds`` maps (kinds ``reindex`` and ``affine`` with one input) compute each output
+    element from at most one input element by a monotone map (a copy, a constant, ``x·s + c``), so min/max of
+    ``forward(low)`` and ``forward(high)`` is their exact box; Resize is the only one that mixes elements with
+    signed weights. Checked on each such layer built from a one-node graph: the box contains the output of random
+    points of the input box, and its bounds are attained."""
+    rng = np.random.default_rng(5)
+    shape = (1, 2, 3, 4)
+    c = rng.normal(size=shape).astype(np.float32)
+    cases = {
+        "Neg": ([], {}, {}),
+        "Sub": (["c"], {"c": c}, {}),  # x - c
+        "Mul": (["c"], {"c": -np.abs(c)}, {}),  # a negative scale
+        "Pad": (["p", "v"], {"p": np.array([0, 0, 1, 1, 0, 0, 2, 0], np.int64),
+                             "v": np.array(3.0, np.float32)}, {"mode": "constant"}),
+        "Transpose": ([], {}, {"perm": [0, 3, 1, 2]}),
+        "Slice": (["s", "e", "a", "st"], {"s": np.array([2, 0]), "e": np.array([0, 2]), "a": np.array([3, 1]),
+                                          "st": np.array([-1, 1])}, {}),
+        "Concat": (["c"], {"c": c}, {"axis": 1}),
+        "Tile": (["r"], {"r": np.array([1, 2, 1, 2], np.int64)}, {}),
+    }
+    from onnx.reference import ReferenceEvaluator
+
+    for op, (extra, consts, attrs) in cases.items():
+        node = helper.make_node(op, ["x"] + extra, ["y"], name=op, **attrs)
+        g = helper.make_graph([node], op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        ref = ReferenceEvaluator(model)
+        low, high = _box(rng, shape)
+        y_shape = tuple(ref.run(None, {"x": low})[0].shape)
+        builder = lookup(op)
+        assert builder is not None
+        layer = builder(NodeContext(node, consts, {"x": shape, "y": y_shape}, 18, {}))
+        assert layer.kind in ("reindex", "affine") and not hasattr(layer, "map_bounds"), op
+        a, b = layer.forward(np, [low])[0], layer.forward(np, [high])[0]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        for x in [low + rng.random(shape, dtype=np.float32) * (high - low) for _ in range(50)]:
+            y = ref.run(None, {"x": x})[0]
+            assert np.all(y >= lo - 1e-6) and np.all(y <= hi + 1e-6), op
+        # attained: the output of low and of high are points of the image
+        assert np.array_equal(np.minimum(ref.run(None, {"x": low})[0], ref.run(None, {"x": high})[0]), lo), op
+
+
+def _resize_conv_model(mode: str) -> tuple[object, tuple[int, ...]]:
+    """``x [1, 1, 4, 4] → Resize(mode, ×2) → Conv 3×3 → Relu → GlobalAveragePool → Flatten → Gemm (3 classes)``."""
+    b = H.Builder(11)
+    up = b.op("Resize", ["x", "", b.const(np.array([1, 1, 2, 2], np.float32))], mode=mode,
+              coordinate_transformation_mode="half_pixel")
+    h = b.relu(b.conv(up, 1, 2, (3, 3)))  # type: ignore[arg-type]
+    y = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [h])]), 2, 3)  # type: ignore[arg-type,list-item]
+    return b.model([1, 1, 4, 4], [(y, H.FLOAT)], 13), (1, 1, 4, 4)
+
+
+@pytest.mark.xfail(strict=True, reason="Plan.bounds does not call Layer.map_bounds yet (plan.py is the lead's): "
+                                       "remove this marker when it does")
+def test_plan_bounds_of_a_cubic_resize_contain_the_first_conv_input() -> None:
+    """End to end: the bounds Z^B gets for the first convolution's input contain the Resize output of inputs in
+    the user's box."""
+    from onnxlrp import Explainer
+
+    model, shape = _resize_conv_model("cubic")
+    ex = Explainer(model, device="cpu")
+    plan = ex._engine.plan_for(shape)  # noqa: SLF001
+    low, high = np.zeros(shape, np.float32), np.ones(shape, np.float32)
+    res = plan.bounds(low, high)
+    (resize,) = [layer for layer in plan.graph.layers if isinstance(layer, ResizeLayer)]
+    lo, hi = res[resize.outputs[0]]
+    x = np.zeros(shape, np.float32)
+    x[..., ::2, ::2] = 1
+    y = resize.forward(np, [x])[0]
+    assert np.all(y >= lo - 1e-6) and np.all(y <= hi + 1e-6)
+
+
+def test_resize_bounds_vertex_search_small() -> None:
+    """Exhaustive on a tiny box: over all 2⁶ vertices of a 1×1×2×3 input box (a linear map attains its extremes
+    at vertices), the smallest and largest output of each element equal ``map_bounds`` (cubic, ×2 in both axes)."""
+    shape, out = (1, 1, 2, 3), (1, 1, 4, 6)
+    layer = _resize_layer("cubic", "half_pixel", shape, out, cubic_a=-0.5)
+    rng = np.random.default_rng(9)
+    low, high = _box(rng, shape)
+    ys = []
+    for bits in itertools.product((0, 1), repeat=int(np.prod(shape))):
+        x = np.where(np.array(bits, bool).reshape(shape), high, low)
+        ys.append(layer.forward(np, [x.astype(np.float64)])[0])
+    stack = np.stack(ys)
+    lo, hi = layer.map_bounds(np, low, high)
+    assert np.abs(stack.min(axis=0) - lo).max() < 1e-5 and np.abs(stack.max(axis=0) - hi).max() < 1e-5
