@@ -22,9 +22,47 @@ CP-LRP: query and key detached (``cp_multi_head_attention_forward``, LXT's ViT r
 ``x ⊙`` the modified gradient of the target logit, i.e. the rules started from ``R = y_t`` (onnxlrp's start;
 see :func:`lxt_relevance`).
 
-Run: ``python tools/make_lxt_fixtures.py [attention] [vit]`` (torch 2.14, torchvision 0.29, onnxscript,
-``pip install --no-deps lxt==2.1``; ``transformers`` is not needed): about three minutes on two cores, nearly all
-of it the dynamo exports. ``python tools/make_lxt_fixtures.py measure`` prints onnxlrp's errors against them.
+* ``lxt_bert_{torchscript,dynamo}.onnx`` — a tiny ``transformers`` ``BertForSequenceClassification`` (2 layers,
+  hidden 32, 2 heads, intermediate 64, vocabulary 100, 16 positions, 2 token types, 2 classes, eager attention,
+  trained-like random weights) behind a wrapper ``(input_ids, attention_mask, token_type_ids) → logits``, exported
+  with ``dynamo=False`` (opset 17) and ``dynamo=True`` (opset 20), batch dynamic, length 8;
+  ``lxt_bert_ref.npz``: the batch ``input_ids``, ``attention_mask``, ``token_type_ids`` (2 sequences of 8 tokens,
+  the second padded: mask 0 and id 0 at positions 5–7), ``targets`` (0, 1), float64 ``logits``, ``other_mask``
+  and ``other_logits`` (a different padding, to check the exports did not bake the example's mask), and for each
+  method ``m`` the float64 LXT relevance ``m`` at the word embeddings (targets × N × L × D) and LXT's float32
+  errors ``m_err32`` (of the (L, D) maps) and ``m_tokens_err32`` (of the per-token sums), per target;
+  ``lxt_bert_meta.json``: what was explained, the rules, the versions, and the measured numbers.
+
+LXT's efficient (Gradient × Input) rules, as its ``lxt.efficient.patches`` apply them: GELU through
+``identity_rule_implicit``, LayerNorm with ``σ`` detached (``layer_norm_forward``); AttnLRP: the query
+and key gradients divided by 4 and the value's by 2 at the attention's inputs (``wrap_attention_forward``);
+CP-LRP: query and key detached (``cp_multi_head_attention_forward``, LXT's ViT recipe). Relevance is
+``x ⊙`` the modified gradient of the target logit, i.e. the rules started from ``R = y_t`` (onnxlrp's start;
+see :func:`lxt_relevance`).
+
+BERT: LXT 2.1's own BERT patch (``lxt.efficient.models.bert``) is a copy of the ``transformers`` 4 modelling file
+and does not import under ``transformers`` 5 (its ``BertSdpaSelfAttention``/``modeling_attn_mask_utils`` are
+gone). The reference therefore applies LXT's patch functions to the ``transformers`` 5 classes, the way LXT 2.1
+patches its ``transformers`` 5 models (Llama, Qwen): ``modeling_bert.eager_attention_forward`` wrapped by
+``wrap_attention_forward`` (AttnLRP) or ``cp_wrap_attention_forward`` (CP-LRP: query and key detached, LXT's
+Llama/Qwen ``cp_LRP`` recipe), ``nn.LayerNorm`` by ``layer_norm_forward``, the GELU of the intermediate layer and
+the pooler's ``tanh`` through ``identity_rule_implicit`` (``non_linear_forward``) — what LXT's ``transformers`` 4
+BERT patch does (it divides the gradient of ``QKᵀ`` and of ``A·V`` by 2 each: the same ¼, ¼, ½ at query, key and
+value; :func:`bert_check_lxt_patch` checks both forms agree, and that the patched forward is the model's). LXT's
+relevance is taken where LXT's BERT example takes it and where onnxlrp's explainer does: at the word embeddings
+``inputs_embeds = word_embeddings(input_ids)``, before the token-type and position embeddings are added (the
+explained tensor is the output of the ``Gather`` reading the 100-row word table; the 2-row token-type table is
+held fixed with ``token_type_ids``).
+
+Both exporters are faithful for this model (``transformers`` 5.23, torch 2.14.1): ONNX logits equal PyTorch's on
+masks other than the example's — a different padding, no padding, other batch sizes (checked by :func:`bert_export`
+on every run, and by the tests on the committed files). An earlier note that the TorchScript exporter bakes the
+example's mask handling into the graph does not reproduce here, with eager or SDPA attention, a padded or an
+all-ones example.
+
+Run: ``python tools/make_lxt_fixtures.py [attention] [vit] [bert]`` (torch 2.14, torchvision 0.29, onnxscript,
+``pip install --no-deps lxt==2.1``, ``transformers`` 5 for ``bert`` only): about three minutes on two cores, nearly
+all of it the dynamo exports. ``python tools/make_lxt_fixtures.py measure`` prints onnxlrp's errors against them.
 """
 
 from __future__ import annotations
@@ -238,6 +276,251 @@ def vit_fixtures() -> None:
         save(export(vit, torch.tensor(x), dynamo), f"lxt_vit_{'dynamo' if dynamo else 'torchscript'}.onnx")
 
 
+# ---------------------------------------------------------------------------------------------
+# a tiny HF BERT with a padding mask
+
+BERT_CONFIG = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "intermediate_size": 64, "max_position_embeddings": 16, "type_vocab_size": 2, "num_labels": 2}
+BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+BERT_LENGTH, BERT_PAD_FROM = 8, 5  # the second sequence is padded from position 5 on
+
+
+class BertLogits(nn.Module):
+    """``(input_ids, attention_mask, token_type_ids) → logits`` of a ``transformers`` sequence classifier: the
+    exported graph (positional inputs, one output)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+
+def tiny_bert(seed: int = 8) -> nn.Module:
+    """``BertForSequenceClassification`` of :data:`BERT_CONFIG` (eager attention, eval mode) with trained-like random
+    weights (:func:`randomise`)."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(**BERT_CONFIG, attn_implementation="eager")
+    return randomise(transformers.BertForSequenceClassification(cfg), seed=seed)
+
+
+def bert_batch(seed: int = 9) -> dict[str, np.ndarray]:
+    """Two sequences of :data:`BERT_LENGTH` tokens, the second padded from :data:`BERT_PAD_FROM` on (mask 0, pad id 0,
+    token type 0); two segments (token types 0 then 1) in each."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, BERT_CONFIG["vocab_size"], (2, BERT_LENGTH)).astype(np.int64)
+    mask = np.ones((2, BERT_LENGTH), np.int64)
+    mask[1, BERT_PAD_FROM:] = 0
+    ids[1, BERT_PAD_FROM:] = 0
+    types = np.zeros((2, BERT_LENGTH), np.int64)
+    types[0, 5:] = 1
+    types[1, 3:BERT_PAD_FROM] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def other_masks(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Feeds whose padding differs from the example's (the exports must not have baked the example's mask): the
+    first sequence padded instead, no padding at all, and three sequences with three paddings."""
+    n, length = batch["input_ids"].shape
+    first = np.ones((n, length), np.int64)
+    first[0, 3:] = 0
+    three = {k: np.concatenate([v, v[:1]]) for k, v in batch.items()}
+    three["attention_mask"] = np.ones((3, length), np.int64)
+    three["attention_mask"][0, 6:] = 0
+    three["attention_mask"][2, 2:] = 0
+    return [{**batch, "attention_mask": first}, {**batch, "attention_mask": np.ones((n, length), np.int64)}, three]
+
+
+def bert_logits(model: nn.Module, feeds: dict[str, np.ndarray], dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """The model's logits on ``feeds``, computed in ``dtype``."""
+    m = copy.deepcopy(model).to(dtype).eval()
+    with torch.no_grad():
+        return m(**{k: torch.tensor(v) for k, v in feeds.items()}).logits.double().numpy()
+
+
+def bert_export(model: nn.Module, batch: dict[str, np.ndarray], dynamo: bool) -> tuple[onnx.ModelProto, float]:
+    """``BertLogits(model)`` exported with a dynamic batch (TorchScript at opset 17 or dynamo at opset 20, weights
+    inline), and its largest relative logit error against float64 PyTorch on :func:`other_masks`."""
+    import onnxruntime as ort
+
+    wrapper = BertLogits(copy.deepcopy(model).float()).eval()
+    args = tuple(torch.tensor(batch[k]) for k in BERT_INPUTS)
+    if dynamo:
+        n = torch.export.Dim("N")
+        prog = torch.onnx.export(wrapper, args, None, dynamo=True, opset_version=20, input_names=list(BERT_INPUTS),
+                                 output_names=["logits"], dynamic_shapes=tuple({0: n} for _ in BERT_INPUTS),
+                                 verbose=False)
+        proto = prog.model_proto
+    else:
+        buf = io.BytesIO()
+        torch.onnx.export(wrapper, args, buf, dynamo=False, opset_version=17, input_names=list(BERT_INPUTS),
+                          output_names=["logits"], dynamic_axes={k: {0: "N"} for k in BERT_INPUTS})
+        proto = onnx.load_from_string(buf.getvalue())
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    errs = []
+    for feeds in [batch, *other_masks(batch)]:
+        got = sess.run(None, feeds)[0]
+        ref = bert_logits(model, feeds)
+        errs.append(float(np.abs(got - ref).max() / np.abs(ref).max()))
+    return proto, max(errs)
+
+
+def _lxt_bert4_attention(rules: types.ModuleType) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The eager attention of ``transformers`` 5 BERT with the rules where LXT's ``transformers`` 4 BERT patch
+    (``lxt.efficient.models.bert``) puts them: the gradient of ``QKᵀ`` and of ``A·V`` divided by 2."""
+
+    def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                  **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = query.size(-1) ** -0.5 if scaling is None else scaling
+        scores = rules.divide_gradient(torch.matmul(query, key.transpose(2, 3)), 2) * scale
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        probs = torch.softmax(scores, dim=-1)
+        out = rules.divide_gradient(torch.matmul(probs, value), 2)
+        return out.transpose(1, 2).contiguous(), probs
+
+    return attention
+
+
+@contextlib.contextmanager
+def lxt_bert_rules(method: str, model: nn.Module | None = None, attention: str = "wrap") -> Iterator[None]:
+    """LXT 2.1's efficient rules on ``transformers`` 5 BERT (module and class patches, undone on exit; ``model`` is
+    not needed). ``attention``: ``"wrap"`` — LXT's ``wrap_attention_forward`` / ``cp_wrap_attention_forward`` around
+    ``modeling_bert.eager_attention_forward`` (what LXT 2.1 does to its ``transformers`` 5 models); ``"bert4"`` —
+    the AttnLRP rule where LXT's ``transformers`` 4 BERT patch puts it (:func:`_lxt_bert4_attention`)."""
+    from transformers.activations import GELUActivation
+    from transformers.models.bert import modeling_bert
+
+    rules, patches = lxt_efficient()
+    saved_attention = modeling_bert.eager_attention_forward
+    if method == "cp_lrp":
+        modeling_bert.eager_attention_forward = patches.cp_wrap_attention_forward(saved_attention)
+    elif attention == "bert4":
+        modeling_bert.eager_attention_forward = _lxt_bert4_attention(rules)
+    else:
+        modeling_bert.eager_attention_forward = patches.wrap_attention_forward(saved_attention)
+    activations = (GELUActivation, nn.Tanh)  # the intermediate GELU and the pooler's tanh: identity rule
+    saved = {c: c.forward for c in (*activations, nn.LayerNorm)}
+    for c in activations:
+        c.original_forward = saved[c]  # type: ignore[attr-defined]
+        c.forward = patches.non_linear_forward  # type: ignore[method-assign]
+    nn.LayerNorm.forward = patches.layer_norm_forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        modeling_bert.eager_attention_forward = saved_attention
+        for c, f in saved.items():
+            c.forward = f  # type: ignore[method-assign]
+        for c in activations:
+            del c.original_forward  # type: ignore[attr-defined]
+
+
+def lxt_bert_relevance(model: nn.Module, batch: dict[str, np.ndarray], target: int, method: str, dtype: torch.dtype,
+                       rules: Callable[..., contextlib.AbstractContextManager[None]] = lxt_bert_rules) -> np.ndarray:
+    """LXT's relevance at the word embeddings, ``e ⊙ ∇̃_e y_target`` with ``e = word_embeddings(input_ids)``
+    (N, L, D), in ``dtype``; the mask and token types as in ``batch``. Seeded with 1, as :func:`lxt_relevance`."""
+    m = copy.deepcopy(model).to(dtype).eval()
+    ids, mask, types = (torch.tensor(batch[k]) for k in BERT_INPUTS)
+    with rules(method, m):
+        emb = m.bert.embeddings.word_embeddings(ids).detach().requires_grad_(True)
+        y = m(inputs_embeds=emb, attention_mask=mask, token_type_ids=types).logits[:, target]
+        y.backward(torch.ones_like(y))
+    return (emb * emb.grad).detach().double().numpy()  # type: ignore[operator]
+
+
+def bert_check_lxt_patch(model: nn.Module, batch: dict[str, np.ndarray]) -> dict[str, float]:
+    """Checks of the BERT reference, in float64: the patched models compute the model's logits (the rules change
+    only the backward), and LXT's two forms of AttnLRP's attention rule (``wrap`` and ``bert4``) give the same
+    relevance. Returns the relative differences."""
+    want = bert_logits(model, batch)
+    out: dict[str, float] = {}
+    m = copy.deepcopy(model).double().eval()
+    feeds = {k: torch.tensor(v) for k, v in batch.items()}
+    for method in ("attnlrp", "cp_lrp"):
+        with lxt_bert_rules(method, m), torch.no_grad():
+            got = m(**feeds).logits.numpy()
+        out[f"{method}_forward"] = float(np.abs(got - want).max() / np.abs(want).max())
+
+    def bert4(method: str, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        return lxt_bert_rules(method, model, attention="bert4")
+
+    for t in range(BERT_CONFIG["num_labels"]):
+        a = lxt_bert_relevance(model, batch, t, "attnlrp", torch.float64)
+        b = lxt_bert_relevance(model, batch, t, "attnlrp", torch.float64, rules=bert4)
+        out[f"attnlrp_wrap_vs_bert4_t{t}"] = float(np.abs(a - b).max() / np.abs(a).max())
+    return out
+
+
+def bert_fixtures() -> None:
+    """The BERT exports, the LXT references and the meta record."""
+    import json
+
+    import lxt
+    import transformers
+
+    model = tiny_bert()
+    batch = bert_batch()
+    other = other_masks(batch)[0]
+    targets = np.arange(BERT_CONFIG["num_labels"])
+    ref: dict[str, np.ndarray] = {**batch, "targets": targets, "logits": bert_logits(model, batch),
+                                  "other_mask": other["attention_mask"], "other_logits": bert_logits(model, other)}
+    meta: dict[str, object] = {
+        "model": "transformers BertForSequenceClassification, eager attention, eval mode, trained-like random "
+                 "weights (tools/make_lxt_fixtures.py: tiny_bert, randomise)",
+        "config": BERT_CONFIG,
+        "inputs": list(BERT_INPUTS),
+        "padding": f"sequence 1 padded from position {BERT_PAD_FROM}: attention_mask 0, input_ids 0 (pad id)",
+        "explained": "the word embeddings word_embeddings(input_ids), shape (N, L, D): the output of the Gather "
+                     "reading the 100-row word table, before the token-type and position embeddings are added "
+                     "(onnxlrp's explained tensor; LXT's inputs_embeds)",
+        "relevance": "LXT Gradient x Input at the word embeddings, backward seeded with 1 (R = y_t at the logit)",
+        "rules": {"attnlrp": "LXT wrap_attention_forward on eager_attention_forward (q, k gradients / 4, v / 2), "
+                             "layer_norm_forward, identity_rule_implicit on GELU and the pooler tanh",
+                  "cp_lrp": "LXT cp_wrap_attention_forward (q, k detached), layer_norm_forward, "
+                            "identity_rule_implicit on GELU and the pooler tanh"},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "lxt": getattr(lxt, "__version__", "2.1"), "onnx": onnx.__version__},
+    }
+    checks = bert_check_lxt_patch(model, batch)
+    print("LXT patch checks (float64 relative differences):", checks)
+    assert max(checks.values()) < 1e-12, checks
+    meta["lxt_patch_checks"] = checks
+    padded = ref["attention_mask"] == 0
+    for method in ("attnlrp", "cp_lrp"):
+        r64 = np.stack([lxt_bert_relevance(model, batch, int(t), method, torch.float64) for t in targets])
+        r32 = np.stack([lxt_bert_relevance(model, batch, int(t), method, torch.float32) for t in targets])
+        ref[method] = r64
+        ref[f"{method}_err32"] = np.array([np.abs(a - b).max() / np.abs(b).max() for a, b in zip(r32, r64,
+                                                                                                 strict=True)])
+        t64, t32 = r64.sum(-1), r32.sum(-1)
+        ref[f"{method}_tokens_err32"] = np.array([np.abs(a - b).max() / np.abs(b).max() for a, b in zip(t32, t64,
+                                                                                                        strict=True)])
+        pad = float(np.abs(r64[:, padded]).max())
+        print(f"{method}: LXT float32 error per target {ref[f'{method}_err32']}, per-token "
+              f"{ref[f'{method}_tokens_err32']}; largest |R| at padded positions {pad}")
+        meta[method] = {"err32": ref[f"{method}_err32"].tolist(),
+                        "tokens_err32": ref[f"{method}_tokens_err32"].tolist(), "padded_max_abs": pad,
+                        "sum_per_target_and_sequence": r64.sum(axis=(2, 3)).tolist()}
+    np.savez_compressed(OUT / "lxt_bert_ref.npz", **ref)
+    print("wrote tests/fixtures/lxt_bert_ref.npz")
+    faithful: dict[str, float] = {}
+    for dynamo in (False, True):
+        name = "dynamo" if dynamo else "torchscript"
+        proto, err = bert_export(model, batch, dynamo)
+        print(f"{name} export: largest relative logit error on other masks {err:.2e}")
+        assert err < 1e-5, (name, err)
+        faithful[name] = err
+        save(proto, f"lxt_bert_{name}.onnx")
+    meta["export_logit_error_on_other_masks"] = faithful
+    (OUT / "lxt_bert_meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    print("wrote tests/fixtures/lxt_bert_meta.json")
+
+
 def measure() -> None:
     """Print onnxlrp's errors against the committed fixtures (what the tests check)."""
     from onnxlrp import Explainer
@@ -254,6 +537,21 @@ def measure() -> None:
             errs = ", ".join(f"{rel(got[k], ref[m][k]):.2e}" for k in range(len(targets)))
             print(f"ViT {e:11s} {m:7s} vs LXT float64, per target: {errs} (LXT float32: "
                   f"{', '.join(f'{v:.2e}' for v in ref[m + '_err32'])})")
+    ref = np.load(OUT / "lxt_bert_ref.npz")
+    feeds = {k: ref[k] for k in BERT_INPUTS}
+    targets = [int(t) for t in ref["targets"]]
+    padded = ref["attention_mask"] == 0
+    for e in ("torchscript", "dynamo"):
+        ex = Explainer(str(OUT / f"lxt_bert_{e}.onnx"), device="cpu")
+        for m in ("attnlrp", "cp_lrp"):
+            got = ex.explain(feeds, targets=targets, method=m, per_token=False)
+            full = ", ".join(f"{rel(got[k], ref[m][k]):.2e}" for k in range(len(targets)))
+            tokens = ", ".join(f"{rel(got[k].sum(-1), ref[m][k].sum(-1)):.2e}" for k in range(len(targets)))
+            print(f"BERT {e:11s} {m:7s} vs LXT float64, per target: (L, D) {full}; per token {tokens} "
+                  f"(LXT float32: {', '.join(f'{v:.2e}' for v in ref[m + '_err32'])}; "
+                  f"{', '.join(f'{v:.2e}' for v in ref[m + '_tokens_err32'])}); "
+                  f"max |R| at padded tokens: onnxlrp {np.abs(got[:, padded]).max():.1e}, "
+                  f"LXT {np.abs(ref[m][:, padded]).max():.1e}")
     grads = np.load(OUT / "attention_torch_ref.npz")
     for name in ("mha_torchscript", "mha_dynamo", "encoder_torchscript", "encoder_dynamo"):
         ex = Explainer(str(OUT / f"attention_{name}.onnx"), device="cpu")
@@ -264,16 +562,18 @@ def measure() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Make every fixture (or only ``attention`` / ``vit``); ``measure`` prints the errors against them."""
+    """Make every fixture (or only ``attention`` / ``vit`` / ``bert``); ``measure`` prints the errors against them."""
     if argv == ["measure"]:
         measure()
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
-    which = set(argv) or {"attention", "vit"}
+    which = set(argv) or {"attention", "vit", "bert"}
     if "attention" in which:
         attention_fixtures()
     if "vit" in which:
         vit_fixtures()
+    if "bert" in which:
+        bert_fixtures()
     return 0
 
 
