@@ -18,7 +18,6 @@ from .rules import (
     BatchNormZ,
     DeconvReLU,
     GateToSignal,
-    GateUniform,
     Gradient,
     GuidedReLU,
     NormEpsilon,
@@ -231,11 +230,21 @@ def attnlrp(eps: float = 1e-9) -> Composite:
     sums, averages, constant scalings and shifts such as position embeddings): Epsilon(ε), bias kept.
     Norms: ε-rule with the normalising scale held constant. Element-wise activations (GELU, SiLU,
     …): identity. Softmax: ``x ⊙ (R − s ΣR)``. Products of two activations (``Q·Kᵀ``, ``A·V``,
-    gated units, gates): the uniform rule (ε-rule, half to each factor).
+    gated units such as SwiGLU's ``SiLU(W₁x) ⊙ W₂x``): the uniform rule (ε-rule, half to each factor).
+
+    Gates (a ``Mul`` by a broadcast or sigmoid-like factor: squeeze-excitation, GLU, DFC attention):
+    all relevance to the signal — the signal-take-all rule of LRP for multiplicative gates (Arras et
+    al., 2017). LXT has no rule for them: its uniform rule is for products of two signals, whose
+    identity-ruled activations (GELU, SiLU: ``f(0) = 0``) keep relevance proportional to the
+    activation. A sigmoid gate has ``σ(0) = ½``: the identity rule hands relevance of the size of
+    ``R`` to a pre-activation ``z ≈ 0``, and the ε-rule of the linear layer that computes ``z``
+    divides it by ``z``; on the coverage zoo's SE networks the uniform split multiplied the total
+    relevance by 1e5–1e12 (docs/methods.md).
     """
     stab = SignEpsilon(eps)
     rule = epsilon(eps)
-    other = _lxt_other(stab) | {"softmax": SoftmaxRule(stab), "product": ProductUniform(stab), "gate": GateUniform()}
+    other = _lxt_other(stab) | {"softmax": SoftmaxRule(stab), "product": ProductUniform(stab),
+                                "gate": GateToSignal()}
     return Composite("attnlrp", lambda layer: rule, other)
 
 

@@ -215,3 +215,92 @@ def test_resize_bounds_vertex_search_small() -> None:
     stack = np.stack(ys)
     lo, hi = layer.map_bounds(np, low, high)
     assert np.abs(stack.min(axis=0) - lo).max() < 1e-5 and np.abs(stack.max(axis=0) - hi).max() < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# attnlrp on squeeze-excitation / sigmoid gates
+
+
+def _gated_mlp(near_zero: bool) -> tuple[object, np.ndarray, dict[str, np.ndarray]]:
+    """``a = relu(W₁x)``, ``h = relu(W₂a)``, ``g = sigmoid(W₃h)``, ``y = W₄(a ⊙ g)`` (no biases: the ε-rule then
+    conserves). With ``near_zero`` the rows of ``W₃`` are made almost orthogonal to ``h`` of the test input, so the
+    pre-sigmoid logits are ~1e-3 of their terms — the state of an SE gate at σ ≈ ½."""
+    rng = np.random.default_rng(21)
+    w = {"W1": rng.normal(size=(8, 6)), "W2": rng.normal(size=(4, 8)), "W3": rng.normal(size=(8, 4)),
+         "W4": rng.normal(size=(3, 8))}
+    x = rng.normal(size=(1, 6)).astype(np.float32)
+    if near_zero:
+        h = np.maximum(w["W2"] @ np.maximum(w["W1"] @ x[0].astype(np.float64), 0), 0)
+        w3 = w["W3"] - np.outer(w["W3"] @ h, h) / (h @ h)
+        w["W3"] = w3 + 1e-3 * np.abs(w3).max() * rng.normal(size=w3.shape) / np.linalg.norm(h)
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    nodes = [
+        helper.make_node("Gemm", ["x", "W1"], ["z1"], transB=1), helper.make_node("Relu", ["z1"], ["a"]),
+        helper.make_node("Gemm", ["a", "W2"], ["z2"], transB=1), helper.make_node("Relu", ["z2"], ["h"]),
+        helper.make_node("Gemm", ["h", "W3"], ["z3"], transB=1), helper.make_node("Sigmoid", ["z3"], ["g"]),
+        helper.make_node("Mul", ["a", "g"], ["ag"], name="gate"),
+        helper.make_node("Gemm", ["ag", "W4"], ["y"], transB=1),
+    ]
+    g = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                          [numpy_helper.from_array(v, k) for k, v in w.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 9
+    return model, x, w
+
+
+def test_attnlrp_gives_a_sigmoid_gate_s_signal_all_relevance() -> None:
+    """The gate layer's rule, and the map against its formula: with the gate held constant, ε → 0, no biases and
+    the identity rule on ReLU, AttnLRP is ``x ⊙ W₁ᵀ((W₁x > 0) ⊙ g ⊙ W₄[t])`` scaled by ``y_t``'s start
+    (``R = y_t``): Gradient × Input of the network with the gate detached. Tolerance 1e-5 relative (float32)."""
+    from onnxlrp import Explainer
+    from onnxlrp.composites import attnlrp
+    from onnxlrp.rules import GateToSignal
+
+    model, x, w = _gated_mlp(near_zero=False)
+    ex = Explainer(model, device="cpu")
+    rules = {row["op"]: row["rule"] for row in ex.layers("attnlrp")}
+    assert rules["Mul"] == str(GateToSignal())
+    assert [row["kind"] for row in ex.layers("attnlrp") if row["op"] == "Mul"] == ["gate"]
+    assert isinstance(attnlrp().by_kind["gate"], GateToSignal)
+    x64, ws = x[0].astype(np.float64), {k: v.astype(np.float64) for k, v in w.items()}
+    a = np.maximum(ws["W1"] @ x64, 0)
+    g = 1 / (1 + np.exp(-(ws["W3"] @ np.maximum(ws["W2"] @ a, 0))))
+    y = ws["W4"] @ (a * g)
+    for t in range(3):
+        want = x64 * (ws["W1"].T @ ((ws["W1"] @ x64 > 0) * g * ws["W4"][t]))
+        got = ex.explain(x, target=t, method="attnlrp")[0]
+        assert H.rel_err(got, want) < 1e-5, t
+        assert abs(float(got.sum()) - y[t]) < 1e-5 * abs(y[t]) + 1e-6  # conserves: the map sums to y_t
+
+
+def test_attnlrp_on_a_gate_near_half_does_not_blow_up() -> None:
+    """The coverage zoo's SE finding, in small: pre-sigmoid logits near 0. The uniform split (what attnlrp did)
+    sends ½R into the gate branch, the identity rule passes it to ``z ≈ 0``, and the ε-rule of ``W₃`` divides by
+    ``z``: the map's Σ|R| is > 100× the start. Signal-take-all keeps it at the gate-free ε-LRP's size (< 10×) and
+    raises no RelevanceWarning."""
+    import warnings
+
+    from onnxlrp import Explainer, RelevanceWarning
+    from onnxlrp.composites import attnlrp
+    from onnxlrp.rules import GateUniform, RuleContext
+
+    model, x, _ = _gated_mlp(near_zero=True)
+    ex = Explainer(model, device="cpu")
+    plan = ex._engine.plan_for(x.shape)  # noqa: SLF001
+    acts = plan.run_forward(x)
+    t = int(np.argmax(plan.logits(acts)[0]))
+    yt = float(plan.logits(acts)[0, t])
+    z3 = acts[[layer for layer in plan.graph.layers if layer.op_type == "Sigmoid"][0].inputs[0]]
+    assert np.abs(z3).max() < 0.05  # the gate sits at σ ≈ ½
+    start = np.zeros((1, 1, 3), np.float32)
+    start[0, 0, t] = yt
+    uniform = attnlrp()
+    uniform.by_kind = dict(uniform.by_kind, gate=GateUniform())
+    r_uniform = plan.backward(acts, start, uniform.rule_for, RuleContext(np))
+    assert float(np.abs(r_uniform).sum()) > 100 * abs(yt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RelevanceWarning)
+        heat = ex.explain(x, target=t, method="attnlrp")
+    assert float(np.abs(heat).sum()) < 10 * abs(yt)
+    assert abs(float(heat.sum()) - yt) < 1e-4 * abs(yt)
