@@ -15,6 +15,9 @@
   the uniform rule.
 * :class:`GateUniform` — the uniform rule on a :class:`~onnxlrp.ops.elementwise.GateLayer`
   (``signal ⊙ gate``, the gate possibly broadcast): ``R_signal = ½ R``, ``R_gate = ½ Σ_broadcast R``.
+  No composite uses it: ``attnlrp`` gives gates signal-take-all, because through a sigmoid gate
+  (``σ(0) = ½``) the uniform split feeds the ε-rule of the gate's linear layer relevance at
+  pre-activations near 0 (see :func:`onnxlrp.composites.attnlrp`).
 * :class:`SoftmaxRule` — AttnLRP's softmax rule (Deep Taylor decomposition at ``x`` with bias):
   ``R_x = x ⊙ (R − s ⊙ Σ R)``, sums over the softmax axes, ``s`` the softmax; non-finite inputs
   (masked logits, −inf) count as 0. For ``LogSoftmax`` the ε-rule of its linearisation,
