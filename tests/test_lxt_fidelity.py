@@ -5,6 +5,13 @@
   ``max(1e-4, 2 × LXT's float32 error)`` in ``helpers_onnx.rel_err`` (max abs difference over the
   reference's max abs). Measured: ≤ 1e-6 for both methods, targets and exporters (ε = 1e-9;
   with ε = 1e-6 it would be 8e-4 — LXT's efficient rules have no ε).
+* A tiny HF BERT sequence classifier with a padding mask (fixtures of ``tools/make_lxt_fixtures.py``: inputs
+  ``input_ids``, ``attention_mask``, ``token_type_ids``; both exporters, each faithful on a mask other than the
+  example's; float64 LXT references at the word embeddings — the explained tensor — for 2 sequences × 2 targets).
+  Same tolerance, on the (L, D) maps and on the per-token sums. Measured: ≤ 7.6e-7 for both methods, targets and
+  exporters (LXT's own float32 error ≤ 4.4e-7); relevance at the padded tokens is exactly 0 in LXT and in onnxlrp.
+  Live, when ``torch``, ``transformers`` and ``lxt`` are importable: another tiny BERT and padding, TorchScript
+  export, LXT recomputed here.
 * Live, when ``torch`` and ``lxt`` are importable: an attention block without LayerNorm built in
   torch (separate q/k/v projections, softmax attention, GELU MLP, a SiLU-gated unit, residuals),
   exported by the TorchScript exporter, its LXT references computed here in float64 (and float32,
@@ -70,6 +77,109 @@ def test_vit_matches_lxt(exporter: str) -> None:
         for k in range(len(targets)):
             err = H.rel_err(got[k], ref[m][k])
             assert err <= tolerance(ref[f"{m}_err32"][k]), (exporter, m, targets[k], err)
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny HF BERT with a padding mask (fixtures)
+
+BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _bert_feeds(ref: dict[str, np.ndarray] | np.lib.npyio.NpzFile) -> dict[str, np.ndarray]:
+    return {k: ref[k] for k in BERT_INPUTS}
+
+
+def test_bert_fixtures_are_faithful_exports() -> None:
+    """Both exports compute the stored float64 logits on the example and on a different padding (an export that
+    baked the example's mask handling would fail the second)."""
+    ref = np.load(FIXTURES / "lxt_bert_ref.npz")
+    feeds = _bert_feeds(ref)
+    other = {**feeds, "attention_mask": ref["other_mask"]}
+    assert not np.array_equal(ref["other_mask"], ref["attention_mask"])
+    assert H.rel_err(ref["other_logits"], ref["logits"]) > 1e-3  # the mask matters
+    for e in EXPORTERS:
+        sess = H.ort_session(FIXTURES / f"lxt_bert_{e}.onnx")
+        assert H.rel_err(sess.run(None, feeds)[0], ref["logits"]) < 1e-5, e
+        assert H.rel_err(sess.run(None, other)[0], ref["other_logits"]) < 1e-5, e
+    padded = ref["attention_mask"] == 0
+    assert padded[1].any() and not padded[0].any()
+    n, length = ref["input_ids"].shape
+    for m in METHODS:
+        assert ref[m].shape == (len(ref["targets"]), n, length, 32) and np.all(np.isfinite(ref[m]))
+        assert np.all(ref[f"{m}_err32"] < 1e-4) and np.all(ref[f"{m}_tokens_err32"] < 1e-4)
+        assert np.all(ref[m][:, padded] == 0)  # LXT gives the padded tokens exactly nothing
+        assert np.abs(ref[m][:, ~padded]).min() > 0
+
+
+def test_bert_explains_the_word_embeddings() -> None:
+    """The explained tensor is the word-embedding lookup (LXT's ``inputs_embeds``), not the sum with the token-type
+    and position embeddings; the mask and the token types are held fixed."""
+    import json
+
+    import onnx
+
+    meta = json.loads((FIXTURES / "lxt_bert_meta.json").read_text(encoding="utf-8"))
+    assert "word_embeddings(input_ids)" in meta["explained"]
+    for e in EXPORTERS:
+        path = FIXTURES / f"lxt_bert_{e}.onnx"
+        plan = Explainer(str(path), device="cpu").input_plan
+        assert plan is not None and plan.kind == "embedding" and plan.source == "input_ids", e
+        assert sorted(plan.fixed) == ["attention_mask", "token_type_ids"], e
+        model = onnx.load(str(path))
+        producer = next(n for n in model.graph.node if plan.explained in n.output)
+        tables = {t.name: list(t.dims) for t in model.graph.initializer}
+        assert producer.op_type == "Gather" and tables[producer.input[0]] == [100, 32], (e, producer)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_bert_matches_lxt(exporter: str) -> None:
+    ref = np.load(FIXTURES / "lxt_bert_ref.npz")
+    feeds = _bert_feeds(ref)
+    ex = Explainer(str(FIXTURES / f"lxt_bert_{exporter}.onnx"), device="cpu")
+    targets = [int(t) for t in ref["targets"]]
+    padded = ref["attention_mask"] == 0
+    for m in METHODS:
+        got = ex.explain(feeds, targets=targets, method=m, per_token=False)
+        tokens = ex.explain(feeds, targets=targets, method=m)
+        assert got.shape == ref[m].shape and tokens.shape == ref[m].shape[:-1]
+        for k in range(len(targets)):
+            err = H.rel_err(got[k], ref[m][k])
+            assert err <= tolerance(ref[f"{m}_err32"][k]), (exporter, m, targets[k], err)
+            err = H.rel_err(tokens[k], ref[m][k].sum(-1))
+            assert err <= tolerance(ref[f"{m}_tokens_err32"][k]), (exporter, m, targets[k], "tokens", err)
+        assert np.all(got[:, padded] == 0) and np.all(tokens[:, padded] == 0), (exporter, m)
+    # the references tell the rules apart: the two methods, and the plain Gradient × Input, differ by far more
+    assert H.rel_err(ref["cp_lrp"], ref["attnlrp"]) > 1e-2
+    gxi = ex.explain(feeds, targets=targets, method="input_x_gradient", per_token=False)
+    assert min(H.rel_err(gxi, ref[m]) for m in METHODS) > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# a live tiny BERT: LXT recomputed here
+
+
+def test_live_bert_matches_lxt() -> None:
+    """Another tiny BERT (other weights) and other paddings (both sequences padded, at different lengths), exported
+    by the TorchScript exporter; LXT's float64 and float32 relevance computed here, both methods, one target."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("lxt")
+    tool = _tool()
+    model = tool.tiny_bert(seed=21)
+    batch = tool.bert_batch(seed=22)
+    batch["attention_mask"][0, 6:] = 0
+    batch["input_ids"][0, 6:] = 0
+    proto, faithful = tool.bert_export(model, batch, dynamo=False)
+    assert faithful < 1e-5
+    ex = Explainer(proto.SerializeToString(), device="cpu")
+    padded = batch["attention_mask"] == 0
+    for m in METHODS:
+        got = ex.explain(batch, target=1, method=m, per_token=False)
+        r64 = tool.lxt_bert_relevance(model, batch, 1, m, torch.float64)
+        r32 = tool.lxt_bert_relevance(model, batch, 1, m, torch.float32)
+        err = H.rel_err(got, r64)
+        assert err <= tolerance(H.rel_err(r32, r64)), (m, err, H.rel_err(r32, r64))
+        assert np.all(r64[padded] == 0) and np.all(got[padded] == 0), m
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ import importlib
 import io
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -349,17 +350,11 @@ def bert_export(model: nn.Module, batch: dict[str, np.ndarray], dynamo: bool) ->
 
     wrapper = BertLogits(copy.deepcopy(model).float()).eval()
     args = tuple(torch.tensor(batch[k]) for k in BERT_INPUTS)
-    if dynamo:
-        n = torch.export.Dim("N")
-        prog = torch.onnx.export(wrapper, args, None, dynamo=True, opset_version=20, input_names=list(BERT_INPUTS),
-                                 output_names=["logits"], dynamic_shapes=tuple({0: n} for _ in BERT_INPUTS),
-                                 verbose=False)
-        proto = prog.model_proto
-    else:
-        buf = io.BytesIO()
-        torch.onnx.export(wrapper, args, buf, dynamo=False, opset_version=17, input_names=list(BERT_INPUTS),
-                          output_names=["logits"], dynamic_axes={k: {0: "N"} for k in BERT_INPUTS})
-        proto = onnx.load_from_string(buf.getvalue())
+    with warnings.catch_warnings():  # the exporters' tracer and advanced-indexing notes (checked by the logits below)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's "legacy" notice
+        proto = _bert_export(wrapper, args, dynamo)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     errs = []
     for feeds in [batch, *other_masks(batch)]:
@@ -367,6 +362,20 @@ def bert_export(model: nn.Module, batch: dict[str, np.ndarray], dynamo: bool) ->
         ref = bert_logits(model, feeds)
         errs.append(float(np.abs(got - ref).max() / np.abs(ref).max()))
     return proto, max(errs)
+
+
+def _bert_export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], dynamo: bool) -> onnx.ModelProto:
+    """The export itself (see :func:`bert_export`)."""
+    if dynamo:
+        n = torch.export.Dim("N")
+        prog = torch.onnx.export(wrapper, args, None, dynamo=True, opset_version=20, input_names=list(BERT_INPUTS),
+                                 output_names=["logits"], dynamic_shapes=tuple({0: n} for _ in BERT_INPUTS),
+                                 verbose=False)
+        return prog.model_proto
+    buf = io.BytesIO()
+    torch.onnx.export(wrapper, args, buf, dynamo=False, opset_version=17, input_names=list(BERT_INPUTS),
+                      output_names=["logits"], dynamic_axes={k: {0: "N"} for k in BERT_INPUTS})
+    return onnx.load_from_string(buf.getvalue())
 
 
 def _lxt_bert4_attention(rules: types.ModuleType) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
