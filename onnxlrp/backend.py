@@ -63,6 +63,19 @@ class Backend:
         return np.asarray(a)
 
 
+def may_be_true(xp: Any, mask: Any) -> bool:
+    """Whether boolean ``mask`` is true anywhere.
+
+    The one question the rules ask of the data. An array module that cannot look at values (the
+    ONNX tracer of :mod:`onnxlrp.compiler`) answers it from what it knows statically and otherwise
+    says True ("maybe") — the branch that is exact for every input.
+    """
+    static = getattr(xp, "static_any", None)
+    if static is not None:
+        return bool(static(mask))
+    return bool(xp.any(mask))
+
+
 def get_backend(device: str = "auto") -> Backend:
     """Pick the array module for ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"``.
 

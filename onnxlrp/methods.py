@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -85,12 +86,12 @@ def list_methods() -> list[str]:
     return list(METHODS)
 
 
-def _softmax(y: np.ndarray) -> np.ndarray:
-    e = np.exp(y - y.max(axis=1, keepdims=True))
+def _softmax(xp: Any, y: Any) -> Any:
+    e = xp.exp(y - y.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
-def start_relevance(kind: str, logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def start_relevance(kind: str, logits: Any, targets: Any, xp: Any = np) -> Any:
     """The start relevance ``(K, N, C)`` for logits ``(N, C)`` and targets ``(T, N)``.
 
     * ``onehot``: 1 at the target (gradients);
@@ -98,30 +99,28 @@ def start_relevance(kind: str, logits: np.ndarray, targets: np.ndarray) -> np.nd
     * ``clrp``: K = 2T — target pass ``max(y_t,0)`` at t, dual pass ``max(y_t,0)/(C−1)`` at every i ≠ t;
     * ``sglrp``: K = 2T — with ``p = softmax(max(y, 0))``: ``p_t(1−p_t) + 1e-8`` at t, dual ``p_t p_i`` at i ≠ t;
     * ``sglrp_signed``: one pass, ``p = softmax(y)``: ``p_t(1−p_t) + 1e-8`` at t and ``−p_t p_i`` at i ≠ t.
+
+    Computed in float64 with the array module ``xp`` (NumPy, or the ONNX tracer when compiling).
     """
-    y = logits.astype(np.float64)
-    t_count, n = targets.shape
+    y = logits.astype(xp.float64)
     c = y.shape[1]
-    rows = np.arange(n)
-    onehot = np.zeros((t_count, n, c))
-    for k in range(t_count):
-        onehot[k, rows, targets[k]] = 1.0
-    yt = np.take_along_axis(y[None].repeat(t_count, 0), targets[..., None], axis=2)  # (T, N, 1)
+    onehot = (xp.arange(c)[None, None, :] == targets[..., None]).astype(xp.float64)  # (T, N, C)
+    yt = (onehot * y[None]).sum(axis=2, keepdims=True)  # (T, N, 1): y at the target
     if kind == "onehot":
         r = onehot
     elif kind == "logit":
         r = onehot * yt
     elif kind == "relu_logit":
-        r = onehot * np.maximum(yt, 0)
+        r = onehot * xp.maximum(yt, 0.0)
     elif kind == "clrp":
-        yr = np.maximum(yt, 0)
-        r = np.concatenate([onehot * yr, (1 - onehot) * yr / max(c - 1, 1)])
+        yr = xp.maximum(yt, 0.0)
+        r = xp.concatenate([onehot * yr, (1.0 - onehot) * yr / float(max(c - 1, 1))], axis=0)
     elif kind in ("sglrp", "sglrp_signed"):
-        p = _softmax(np.maximum(y, 0) if kind == "sglrp" else y)[None]  # (1, N, C)
-        pt = np.take_along_axis(p.repeat(t_count, 0), targets[..., None], axis=2)
-        target = onehot * (pt * (1 - pt) + 1e-8)
-        dual = (1 - onehot) * pt * p
-        r = np.concatenate([target, dual]) if kind == "sglrp" else target - dual
+        p = _softmax(xp, xp.maximum(y, 0.0) if kind == "sglrp" else y)[None]  # (1, N, C)
+        pt = (onehot * p).sum(axis=2, keepdims=True)
+        target = onehot * (pt * (1.0 - pt) + 1e-8)
+        dual = (1.0 - onehot) * pt * p
+        r = xp.concatenate([target, dual], axis=0) if kind == "sglrp" else target - dual
     else:
         raise ValueError(kind)
-    return r.astype(np.float32)
+    return r.astype(xp.float32)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 
 from .backend import Backend
 from .errors import UnsupportedModelError
@@ -42,6 +43,7 @@ class Plan:
             model = canonicalize(prepared, shape)
             self.graph = build_graph(model, prepared.input_name, prepared.output_name, shape, prepared.weights)
             key = ""
+        self.model: onnx.ModelProto = model  # the graph the forward runs (as exported, or canonicalised)
         forward = shared.get(key) if (shared is not None and key) else None
         if forward is None or not set(self.graph.tensors) <= set(forward.names) | {prepared.input_name}:
             forward = Forward(model, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads,

@@ -45,14 +45,7 @@ def propagate(engine: Engine, m: Method, x: np.ndarray, tg: np.ndarray | None, o
     if tg is None:
         tg = logits.argmax(axis=1)[None]
     start, scale = normalised(start_relevance(m.start, logits, tg))
-    kwargs = {}
-    if "epsilon" in opts:
-        kwargs["eps"] = opts["epsilon"]
-    if "gamma" in opts:
-        kwargs["gamma"] = opts["gamma"]
-    if "bias" in opts:
-        kwargs["bias"] = opts["bias"]
-    comp = m.composite(**kwargs)
+    comp = composite_for(m, opts)
     ctx = RuleContext(xp, cache=plan.cache)
     if comp.needs_bounds:
         ctx.bounds = plan.bounds(*bounds(engine, x, opts.get("low"), opts.get("high")))
@@ -67,7 +60,20 @@ def propagate(engine: Engine, m: Method, x: np.ndarray, tg: np.ndarray | None, o
     if m.family == "lrp":
         check_blow_up(m.name, totals, np.abs(start).sum(axis=2))
     rel *= xp.asarray(scale.reshape(scale.shape[:2] + (1,) * (rel.ndim - 2)))
-    return post(engine, m.post, rel, acts[plan.graph.input_name], tg.shape[0])
+    return post(xp, m.post, rel, acts[plan.graph.input_name], tg.shape[0])
+
+
+def composite_for(m: Method, opts: dict[str, Any]) -> Any:
+    """The method's composite with its options (``epsilon``, ``gamma``, ``bias``) applied."""
+    assert m.composite is not None
+    kwargs: dict[str, Any] = {}
+    if "epsilon" in opts:
+        kwargs["eps"] = opts["epsilon"]
+    if "gamma" in opts:
+        kwargs["gamma"] = opts["gamma"]
+    if "bias" in opts:
+        kwargs["bias"] = opts["bias"]
+    return m.composite(**kwargs)
 
 
 def check_logits(logits: np.ndarray) -> None:
@@ -79,9 +85,11 @@ def check_logits(logits: np.ndarray) -> None:
                          "overflowed float32 on this input; scale the input to the range the model was trained on")
 
 
-def post(engine: Engine, kind: str, rel: Array, x: Array, t_count: int) -> Array:
-    """Post-processing of the backward's result: identity, times the input, or CLRP/SGLRP's contrast."""
-    xp = engine.backend.xp
+def post(xp: Any, kind: str, rel: Array, x: Array, t_count: int) -> Array:
+    """Post-processing of the backward's result: identity, times the input, or CLRP/SGLRP's contrast.
+
+    The contrast subtracts the dual pass rescaled to the target pass's total (sums in float64).
+    """
     if kind == "identity":
         return rel
     if kind == "times_input":
@@ -140,16 +148,17 @@ def check_blow_up(method: str, total: np.ndarray, start: np.ndarray) -> None:
         )
 
 
-def normalised(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def normalised(start: Array, xp: Any = np) -> tuple[Array, Array]:
     """Scale each start relevance (per pass and sample) to max |R| = 1; return it and the scales.
 
     Every rule is linear (positively homogeneous) in the relevance, so the result is rescaled
     afterwards; this keeps tiny starts (SGLRP of an unlikely class: p ~ 1e-40) out of the
     subnormal range, where float32 arithmetic is both inexact and very slow.
     """
-    scale = np.abs(start).max(axis=2, keepdims=True).astype(np.float32)
-    scale[scale == 0] = 1.0
-    return (start / scale).astype(np.float32), scale
+    scale = xp.abs(start).max(axis=2, keepdims=True).astype(xp.float32)
+    scale = xp.where(scale == 0, xp.float32(1.0), scale)
+    return (start / scale).astype(xp.float32), scale
 
 
-__all__ = ["RelevanceWarning", "bounds", "check_logits", "gradient", "normalised", "passes", "post", "propagate"]
+__all__ = ["RelevanceWarning", "bounds", "check_logits", "composite_for", "gradient", "normalised", "passes", "post",
+           "propagate"]

@@ -3,7 +3,9 @@
 All functions take the array module ``xp`` first. Tensors are channel-first
 (``(B, C, *spatial)``) with any number of spatial dimensions. Loops run over the *kernel
 offsets* (9 for a 3×3 kernel), never over pixels or channels; the heavy part of a
-convolution is one batched matrix product (BLAS / cuBLAS).
+convolution is one batched matrix product (BLAS / cuBLAS). An array module may bring its own
+version of a kernel as an attribute ``native_<name>`` (the ONNX tracer of :mod:`onnxlrp.compiler`
+emits one ``Conv`` node instead of the loops).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ def conv(
     group: int,
 ) -> Array:
     """N-d convolution (ONNX ``Conv``): ``x`` (B, C, *S), ``w`` (M, C/group, *k) → (B, M, *O)."""
+    native = getattr(xp, "native_conv", None)
+    if native is not None:
+        return native(x, w, b, strides, dilations, pads, group)
     bsz, c = x.shape[:2]
     m, cg = w.shape[:2]
     kernel = w.shape[2:]
@@ -116,6 +121,9 @@ def conv_transpose(
     group: int,
 ) -> Array:
     """The transposed map of :func:`conv` (its VJP w.r.t. the input): ``v`` (B, M, *O) → (B, C, *S)."""
+    native = getattr(xp, "native_conv_transpose", None)
+    if native is not None:
+        return native(v, w, in_spatial, strides, dilations, pads, group)
     bsz, m = v.shape[:2]
     o_shape = v.shape[2:]
     cg = w.shape[1]
@@ -173,6 +181,9 @@ def maxpool_vjp(
     ``g`` may carry extra leading axes (the K start relevances); the winners depend on ``x``
     only. Ties go to the first maximum in row-major window order (as onnxruntime does).
     """
+    native = getattr(xp, "native_maxpool_vjp", None)
+    if native is not None:
+        return native(x, y, g, kernel, strides, dilations, pads)
     nd = len(kernel)
     o_shape = y.shape[2:]
     if (list(kernel) == list(strides) and not any(pads) and all(d == 1 for d in dilations)
@@ -219,6 +230,27 @@ def _maxpool_vjp_tiled(xp: Any, x: Array, y: Array, g: Array, kernel: Sequence[i
     return gx
 
 
+def avgpool_count(xp: Any, spatial: Sequence[int], o_shape: Sequence[int], kernel: Sequence[int],
+                  strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int],
+                  count_include_pad: bool) -> Array:
+    """The divisor of every average-pool window (shape ``o_shape``): the kernel size, or the number of
+    real (unpadded) elements it covers; ONNX counts explicit pads with ``count_include_pad`` but never
+    the ceil-mode overhang."""
+    nd = len(kernel)
+    spatial = tuple(spatial)
+    full = _ceil_pads(spatial, o_shape, kernel, strides, dilations, pads)
+    padded = tuple(spatial[i] + full[i] + full[i + nd] for i in range(nd))
+    inside = xp.zeros(padded, dtype=xp.float32)
+    inner = tuple(slice(full[i], full[i] + spatial[i]) for i in range(nd))
+    if count_include_pad:
+        inner = tuple(slice(0, full[i] + spatial[i] + pads[i + nd]) for i in range(nd))
+    inside[inner] = 1.0
+    count = xp.zeros(tuple(o_shape), dtype=xp.float32)
+    for off in offsets(kernel):
+        count += inside[window_slices(off, o_shape, strides, dilations)]
+    return count
+
+
 def avgpool_vjp(
     xp: Any,
     in_shape: Sequence[int],
@@ -233,21 +265,15 @@ def avgpool_vjp(
 
     ``in_shape`` is the input's shape; ``g`` may carry extra leading axes.
     """
+    native = getattr(xp, "native_avgpool_vjp", None)
+    if native is not None:
+        return native(in_shape, g, kernel, strides, dilations, pads, count_include_pad)
     nd = len(kernel)
     o_shape = g.shape[g.ndim - nd :]
     spatial = tuple(in_shape[2:])
     full = _ceil_pads(spatial, o_shape, kernel, strides, dilations, pads)
     padded = tuple(spatial[i] + full[i] + full[i + nd] for i in range(nd))
-    # the divisor of every window: the kernel size, or the number of real (unpadded) elements
-    inside = xp.zeros(padded, dtype=g.dtype)
-    inner = tuple(slice(full[i], full[i] + spatial[i]) for i in range(nd))
-    if count_include_pad:
-        # ONNX counts the explicit pads but not the ceil-mode overhang
-        inner = tuple(slice(0, full[i] + spatial[i] + pads[i + nd]) for i in range(nd))
-    inside[inner] = 1.0
-    count = xp.zeros(tuple(o_shape), dtype=g.dtype)
-    for off in offsets(kernel):
-        count += inside[window_slices(off, o_shape, strides, dilations)]
+    count = avgpool_count(xp, spatial, o_shape, kernel, strides, dilations, pads, count_include_pad).astype(g.dtype)
     share = g / count
     gx = xp.zeros(g.shape[: g.ndim - nd] + padded, dtype=g.dtype)
     for off in offsets(kernel):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend import may_be_true
 from ..errors import UnsupportedModelError
 from ..ops.base import Array
 from ..ops.linear import LinearLayer
@@ -157,13 +158,13 @@ class _Inputs:
     def has_neg(self) -> bool:
         """Whether ``x`` has a negative element."""
         if self._has_neg is None:
-            self._has_neg = bool(self.ctx.xp.any(self.x < 0))
+            self._has_neg = may_be_true(self.ctx.xp, self.x < 0)
         return self._has_neg
 
     def has_pos(self) -> bool:
         """Whether ``x`` has a positive element."""
         if self._has_pos is None:
-            self._has_pos = bool(self.ctx.xp.any(self.x > 0))
+            self._has_pos = may_be_true(self.ctx.xp, self.x > 0)
         return self._has_pos
 
     def is_zero(self, key: str) -> bool:

@@ -1,0 +1,366 @@
+"""Compile an explanation method into one ONNX graph: the model's forward, then its backward.
+
+:func:`compile_explanation` builds the same :class:`~onnxlrp.plan.Plan` the engine builds, then
+runs the engine's own backward pass — the same layers, rules and post-processing — with the
+array module set to :class:`~onnxlrp.compiler.primitives.GraphTracer`, which writes every
+operation as ONNX nodes after the model's forward nodes. The result takes the model input and
+an int64 ``target`` and returns the logits and the heatmap(s); any ONNX runtime can run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..backend import Backend
+from ..errors import InputError, OnnxLrpError, UnsupportedModelError
+from ..graph import PreparedModel, opset_of, prepare
+from ..loading import load_model
+from ..methods import METHODS, Method, start_relevance
+from ..options import check_options
+from ..plan import Plan
+from ..propagation import composite_for, normalised, post
+from ..rules import RuleContext
+from .primitives import GraphTracer
+from .tracer import MARKER, Traced, TraceError
+
+MIN_OPSET = 17  # Shape(start, end), ScatterElements(reduction="add"), Reduce* with axes
+TARGET = "target"
+LOGITS = "logits"
+HEATMAP = "heatmap"
+
+# ops whose output is never negative, and ops that keep non-negativity of their (first) input
+_NONNEG = {"Relu", "Sigmoid", "Softmax", "Exp", "Abs", "Sqrt", "HardSigmoid", "Softplus"}
+_KEEPS_SIGN = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose",
+               "Squeeze", "Unsqueeze", "Identity", "Slice", "Split", "Dropout", "ReduceMax", "ReduceMean"}
+
+
+def compilable_methods() -> list[str]:
+    """The methods :func:`compile_explanation` compiles (the propagation and gradient families)."""
+    return [name for name, m in METHODS.items() if m.family in ("lrp", "gradient")]
+
+
+def compile_explanation(
+    model: str | os.PathLike[str] | bytes | onnx.ModelProto,
+    method: str = "epsilon_plus_flat",
+    *,
+    targets: int = 1,
+    predicted: bool = False,
+    shape: tuple[int, ...] | None = None,
+    batch: int | None = None,
+    output: str | None = None,
+    relu: bool = False,
+    verify: bool = True,
+    **options: Any,
+) -> onnx.ModelProto:
+    """An ONNX model computing ``method``'s heatmaps next to the model's logits.
+
+    The compiled model's inputs are the model's input and, unless ``predicted``, an int64
+    ``target`` shaped ``[N]`` (``targets=1``) or ``[N, targets]``; with ``predicted=True`` each
+    sample's predicted class is explained and there is no ``target`` input. Its outputs are
+    ``logits`` (the scores before a trailing softmax) and ``heatmap``: shaped like the input, with
+    a leading axis of ``targets`` entries when ``targets > 1``.
+
+    ``shape`` is the sample shape (without the batch) for a model whose input shape is dynamic.
+    The batch axis stays dynamic unless the model fixes it or ``batch`` is given. ``options`` are
+    the method's options as for :meth:`~onnxlrp.Explainer.explain` (``epsilon``, ``gamma``,
+    ``bias``, ``low``, ``high``: constants baked into the graph). With ``verify`` (the default)
+    the compiled graph is run once on random inputs at two batch sizes and compared with the
+    engine (``Explainer.explain``); a compiled graph that disagrees beyond 1e-4 relative is
+    refused, and a batch-size dependence falls back to a fixed batch with a warning.
+
+    Raises :class:`~onnxlrp.errors.UnsupportedModelError` naming the layer, its op type and the
+    reason when something cannot be compiled.
+    """
+    m = _method(method)
+    k = _count("targets", targets)
+    if batch is not None:
+        batch = _count("batch", batch)
+    if not isinstance(predicted, bool | np.bool_) or (predicted and k != 1):
+        raise InputError("predicted=True explains one class per sample (the predicted one): use targets=1")
+    proto = load_model(model)
+    from ..inputs import needs_plan
+
+    if needs_plan(proto):
+        raise UnsupportedModelError("models with several inputs or integer token ids cannot be compiled yet: "
+                                    "compile takes single-input float models")
+    proto = _opset_at_least(proto, MIN_OPSET)
+    prepared = prepare(proto, output)
+    sample = _sample_shape(prepared, shape)
+    opts = check_options(m.name, m.options, options, (1,) + sample)
+    fixed = prepared.input_dims[0] if prepared.input_dims else None
+    n0 = fixed or batch or MARKER
+    try:
+        compiled = _build(prepared, m, n0, n0 != MARKER, sample, k, predicted, relu, opts)
+    except (UnsupportedModelError, InputError) as exc:
+        if n0 != MARKER:
+            raise
+        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({exc}); compiled for batch 1",
+                      RuntimeWarning, stacklevel=2)
+        n0 = 1
+        compiled = _build(prepared, m, 1, True, sample, k, predicted, relu, opts)
+    if verify:
+        from .verify import verify_compiled
+
+        problem = verify_compiled(compiled, proto, m.name, sample, n0 if n0 != MARKER else None, k, predicted,
+                                  relu, output, opts)
+        if problem and n0 == MARKER:
+            warnings.warn(f"{m.name}: the graph compiled with a dynamic batch disagrees with the engine "
+                          f"({problem}); compiled for batch 1 instead", RuntimeWarning, stacklevel=2)
+            compiled = _build(prepared, m, 1, True, sample, k, predicted, relu, opts)
+            problem = verify_compiled(compiled, proto, m.name, sample, 1, k, predicted, relu, output, opts)
+        if problem:
+            raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
+                                        "please report this model")
+    return compiled
+
+
+def _method(name: Any) -> Method:
+    if not isinstance(name, str) or name not in METHODS:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    m = METHODS[name]
+    if m.family not in ("lrp", "gradient"):
+        raise UnsupportedModelError(f"method {name!r} ({m.family} family) cannot be compiled yet; compilable: "
+                                    + ", ".join(compilable_methods()))
+    return m
+
+
+def _count(what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= int(value) <= 4096:
+        raise InputError(f"{what} must be a whole number from 1 to 4096, not {value!r}")
+    return int(value)
+
+
+def _opset_at_least(proto: onnx.ModelProto, want: int) -> onnx.ModelProto:
+    if opset_of(proto) >= want:
+        return proto
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(proto, want)
+    except Exception as exc:  # noqa: BLE001 - the converter's errors are plain exceptions
+        raise UnsupportedModelError(f"the model's opset {opset_of(proto)} could not be converted to opset {want}, "
+                                    f"which the compiled graph needs: {str(exc)[:200]}") from None
+
+
+def _sample_shape(prepared: PreparedModel, shape: Any) -> tuple[int, ...]:
+    dims = prepared.input_dims[1:]
+    if shape is not None:
+        try:
+            s = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise InputError(f"shape must be the sample shape (without the batch), e.g. (3, 224, 224), "
+                             f"not {shape!r}") from None
+        if len(s) == len(dims) + 1:
+            s = s[1:]
+        if len(s) != len(dims) or any(d < 1 for d in s) or any(
+                want is not None and want != d for want, d in zip(dims, s, strict=True)):
+            raise InputError(f"shape {list(s)} does not fit the model input {['N', *dims]}")
+        return s
+    if any(d is None for d in dims):
+        raise InputError(f"the model's input shape {['N', *['?' if d is None else d for d in dims]]} is dynamic: "
+                         "give the sample shape to compile for (shape=(3, 224, 224) or --shape 3,224,224)")
+    return tuple(int(d) for d in dims)  # type: ignore[arg-type]
+
+
+def nonneg_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors of ``model`` that are never negative (ReLU outputs and what pools/reshapes make of them)."""
+    consts = {t.name for t in model.graph.initializer}
+    known: set[str] = set()
+    for node in model.graph.node:
+        op = node.op_type
+        data = [i for i in node.input[:1] if i]
+        if op in _NONNEG or (op in _KEEPS_SIGN and data and data[0] in known) or (
+                op == "Concat" and node.input and all(i in known for i in node.input if i not in consts)):
+            known.update(o for o in node.output[:1] if o)
+            if op == "Split":
+                known.update(o for o in node.output if o)
+        elif op == "Clip" and data and len(node.input) > 1 and node.input[1] in consts:
+            lo = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == node.input[1])
+            if lo.size == 1 and float(lo) >= 0:
+                known.update(o for o in node.output[:1] if o)
+    return known
+
+
+def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tuple[int, ...], k: int,
+           predicted: bool, relu: bool, opts: dict[str, Any]) -> onnx.ModelProto:
+    """Trace the backward of ``m`` at batch ``n0`` and assemble the compiled model."""
+    try:
+        plan = Plan(prepared, (n0,) + sample, Backend(np, "cpu"), threads=1)
+    except OnnxLrpError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(f"the layer graph could not be built: {exc}") from None
+    graph = plan.graph
+    opset = opset_of(plan.model)
+    tr = GraphTracer(graph.input_name, opset)
+    if fixed:
+        tr.fixed_batch = n0
+    signs = nonneg_tensors(plan.model)
+    acts: dict[str, Traced] = {}
+    for name in graph.tensors:
+        acts[name] = tr.input(name, graph.shapes[name], np.float32, "nonneg" if name in signs else None)
+    x = acts.setdefault(graph.input_name, tr.input(graph.input_name, (n0,) + sample))
+    logits = plan.logits(acts)
+    if predicted:
+        tg = logits.argmax(axis=1)[None]
+    elif k == 1:
+        tg = tr.input(TARGET, (n0,), np.int64)[None]
+    else:
+        tg = tr.transpose(tr.input(TARGET, (n0, k), np.int64), (1, 0))
+    comp = composite_for(m, opts)
+    ctx = RuleContext(tr, cache={})
+    try:
+        start, scale = normalised(start_relevance(m.start, logits, tg, xp=tr), tr)
+        if comp.needs_bounds:
+            ctx.bounds = plan.bounds(*_bounds(tr, x, opts.get("low"), opts.get("high")))
+        rel = _backward(plan, acts, start, comp, ctx)
+        rel = rel * scale.reshape(scale.shape[:2] + (1,) * (rel.ndim - 2))
+        heat = post(tr, m.post, rel, x, tg.shape[0])
+        if relu:
+            heat = tr.maximum(heat, 0.0)
+        heat = heat.astype(np.float32)
+        if k == 1:
+            heat = heat[0]
+    except TraceError as exc:
+        raise UnsupportedModelError(f"{m.name} cannot be compiled: {exc}") from None
+    return _assemble(prepared, plan, tr, heat, logits, m, n0, fixed, sample, k, predicted, relu, opts)
+
+
+def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx: RuleContext) -> Traced:
+    """``plan.backward`` with the tracer, naming the layer where tracing fails."""
+
+    def rule_for(layer: Any) -> Any:
+        rule = comp.rule_for(layer)
+
+        def traced(lay: Any, c: Any, ins: Any, outs: Any, gouts: Any) -> Any:
+            try:
+                return rule(lay, c, ins, outs, gouts)
+            except TraceError as exc:
+                raise UnsupportedModelError(f"node {lay.name!r} (op {lay.op_type}, rule {rule}) cannot be compiled: "
+                                            f"{exc}") from None
+
+        return traced
+
+    return plan.backward(acts, start, rule_for, ctx)  # type: ignore[arg-type]
+
+
+def _bounds(tr: GraphTracer, x: Traced, low: Any, high: Any) -> tuple[Traced, Traced]:
+    """Z^B bounds shaped like ``x``: the given constants, or each sample's own minimum and maximum."""
+    axes = tuple(range(1, x.ndim))
+    if low is not None and high is not None and np.any(np.asarray(low) > np.asarray(high)):
+        raise InputError("low must not exceed high")
+    lo = x.min(axis=axes, keepdims=True) if low is None else tr.wrap(np.asarray(low, np.float32)[:1])
+    hi = x.max(axis=axes, keepdims=True) if high is None else tr.wrap(np.asarray(high, np.float32)[:1])
+    return tr.broadcast_to(lo, x.shape), tr.broadcast_to(hi, x.shape)
+
+
+def _weights_by_hash(prepared: PreparedModel, model: onnx.ModelProto) -> dict[tuple[Any, ...], str]:
+    res: dict[tuple[Any, ...], str] = {}
+    for t in model.graph.initializer:
+        arr = prepared.weights.get(t.name)
+        if arr is None or arr.dtype != np.float32:
+            continue
+        res[(arr.shape, hashlib.sha1(np.ascontiguousarray(arr).view(np.uint8)).hexdigest())] = t.name
+    return res
+
+
+def _assemble(prepared: PreparedModel, plan: Plan, tr: GraphTracer, heat: Traced, logits: Traced, m: Method,
+              n0: int, fixed: bool, sample: tuple[int, ...], k: int, predicted: bool, relu: bool,
+              opts: dict[str, Any]) -> onnx.ModelProto:
+    """The model's forward nodes, the traced backward, inputs, outputs and metadata as one ModelProto."""
+    from .. import __version__
+
+    model = onnx.ModelProto()
+    model.CopyFrom(plan.model)
+    g = model.graph
+    originals = _weights_by_hash(prepared, model)
+    # the traced graph's large constants that equal one of the model's weights read that initializer
+    renamed: dict[str, str] = {}
+    for name, t in list(tr.initializers.items()):
+        if t.data_type != onnx.TensorProto.FLOAT or int(np.prod(t.dims)) < 1024:
+            continue
+        arr = numpy_helper.to_array(t)
+        hit = originals.get((arr.shape, hashlib.sha1(np.ascontiguousarray(arr).view(np.uint8)).hexdigest()))
+        if hit is not None:
+            renamed[name] = hit
+            del tr.initializers[name]
+    for i, t in enumerate(g.initializer):
+        if t.name in prepared.weights and t.data_location == onnx.TensorProto.EXTERNAL:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(prepared.weights[t.name], t.name))
+    for node in tr.nodes:
+        for j, name in enumerate(node.input):
+            if name in renamed:
+                node.input[j] = renamed[name]
+    g.node.extend(tr.nodes)
+    g.initializer.extend(tr.initializers.values())
+    batch_dim: int | str = n0 if fixed else "N"
+    del g.input[:]
+    g.input.append(helper.make_tensor_value_info(plan.graph.input_name, onnx.TensorProto.FLOAT,
+                                                 [batch_dim, *sample]))
+    if not predicted:
+        g.input.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64,
+                                                     [batch_dim] if k == 1 else [batch_dim, k]))
+    del g.output[:]
+    taken = {o for node in g.node for o in node.output} | {t.name for t in g.initializer}
+    for name in (LOGITS, HEATMAP):
+        if name in taken:  # the model has a tensor of that name: it becomes name/model
+            _rename(g, name, f"{name}/model")
+    g.node.append(helper.make_node("Identity", [_renamed(g, tr.name_of(logits))], [LOGITS], name="lrp_logits"))
+    g.node.append(helper.make_node("Identity", [tr.name_of(heat)], [HEATMAP], name="lrp_heatmap"))
+    g.output.append(helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, [batch_dim, logits.shape[1]]))
+    g.output.append(helper.make_tensor_value_info(HEATMAP, onnx.TensorProto.FLOAT,
+                                                  ([] if k == 1 else [k]) + [batch_dim, *sample]))
+    del g.value_info[:]
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta.update(prepared.metadata)
+    meta.update({
+        "onnxlrp.method": m.name,
+        "onnxlrp.options": json.dumps({key: (v.tolist() if isinstance(v, np.ndarray) else v)
+                                       for key, v in opts.items() if key not in ("low", "high")} | (
+            {key: _bound_repr(opts[key]) for key in ("low", "high") if key in opts}), sort_keys=True),
+        "onnxlrp.targets": "predicted" if predicted else str(k),
+        "onnxlrp.relu": str(bool(relu)).lower(),
+        "onnxlrp.version": __version__,
+        "onnxlrp.explained_output": prepared.output_name,
+    })
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    model.producer_name = "onnxlrp"
+    model.producer_version = __version__
+    return model
+
+
+def _rename(g: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename tensor ``old`` to ``new`` everywhere in ``g`` (node inputs and outputs, initializers)."""
+    for node in g.node:
+        for j, n in enumerate(node.input):
+            if n == old:
+                node.input[j] = new
+        for j, n in enumerate(node.output):
+            if n == old:
+                node.output[j] = new
+    for t in g.initializer:
+        if t.name == old:
+            t.name = new
+
+
+def _renamed(g: onnx.GraphProto, name: str) -> str:
+    return f"{name}/model" if name in (LOGITS, HEATMAP) else name
+
+
+def _bound_repr(v: Any) -> Any:
+    a = np.asarray(v)
+    flat = a.reshape(-1)
+    return float(flat[0]) if np.all(flat == flat[0]) else a[0].tolist() if a.ndim > 1 else a.tolist()
+
+
+__all__ = ["HEATMAP", "LOGITS", "TARGET", "compilable_methods", "compile_explanation", "nonneg_tensors"]

@@ -1,0 +1,73 @@
+"""Check a compiled explanation graph against the engine on random inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .build import HEATMAP, LOGITS, TARGET
+
+TOLERANCE = 1e-4  # max |diff| / max |engine| allowed at compile time (the tests hold 1e-5 on their fixtures)
+
+
+def run_compiled(compiled: onnx.ModelProto | str, x: np.ndarray, target: np.ndarray | None = None,
+                 threads: int | None = None, providers: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run a compiled graph in a plain onnxruntime session; returns ``(logits, heatmap)``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    src = compiled if isinstance(compiled, str) else compiled.SerializeToString()
+    sess = ort.InferenceSession(src, so, providers=providers or ["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    if target is not None:
+        feed[TARGET] = target
+    logits, heat = sess.run([LOGITS, HEATMAP], feed)
+    return logits, heat
+
+
+def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method: str, sample: tuple[int, ...],
+                    fixed: int | None, k: int, predicted: bool, relu: bool, output: str | None,
+                    opts: dict[str, Any]) -> str:
+    """Compare the compiled graph with ``Explainer.explain`` at two batch sizes; '' when they agree."""
+    import warnings
+
+    from ..errors import OnnxLrpError
+    from ..explainer import Explainer
+
+    rng = np.random.default_rng(0)
+    ex = Explainer(original, device="cpu", output=output)
+    for n in ([fixed] if fixed else [1, 3]):
+        x = rng.standard_normal((n,) + sample).astype(np.float32)
+        try:
+            logits_ref = ex.predict(x)
+        except OnnxLrpError as exc:
+            return f"the engine could not run: {exc}"
+        c = logits_ref.shape[1]
+        tg = None if predicted else rng.integers(0, c, size=(n,) if k == 1 else (n, k)).astype(np.int64)
+        options = dict(opts)
+        for key in ("low", "high"):
+            if key in options:
+                options[key] = np.broadcast_to(options[key][:1], x.shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if predicted or k == 1:
+                    ref = ex.explain(x, None if predicted else tg, method, relu=relu, **options)
+                else:  # one call per target column: the engine's targets= takes the same classes for every sample
+                    ref = np.stack([ex.explain(x, tg[:, j], method, relu=relu, **options) for j in range(k)])
+            except OnnxLrpError as exc:
+                return f"the engine could not explain the check input: {exc}"
+        try:
+            logits, heat = run_compiled(compiled, x, tg)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            return f"onnxruntime could not run it at batch {n}: {str(exc)[:300]}"
+        err = float(np.max(np.abs(heat - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+        lerr = float(np.max(np.abs(logits.reshape(n, -1) - logits_ref.reshape(n, -1))))
+        if not np.isfinite(err) or err > TOLERANCE or lerr > 1e-3 * max(1.0, float(np.abs(logits_ref).max())):
+            return f"batch {n}: heatmap relative error {err:.3g}, logits error {lerr:.3g}"
+    return ""
