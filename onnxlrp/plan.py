@@ -66,10 +66,11 @@ class Plan:
         y = acts[self.graph.output_name]
         return y.reshape(y.shape[0], -1)
 
-    def bounds(self, low: Array, high: Array) -> dict[str, tuple[Array, Array]]:
+    def bounds(self, low: Array, high: Array, xp: Any = None) -> dict[str, tuple[Array, Array]]:
         """Map input bounds (shaped like the input) through the re-indexing/affine layers before the first
-        linear layers, so that Z^B sees the bounds of its own input."""
-        xp = self.backend.xp
+        linear layers, so that Z^B sees the bounds of its own input (``xp``: the array module, default the
+        plan's backend)."""
+        xp = xp or self.backend.xp
         res: dict[str, tuple[Array, Array]] = {self.graph.input_name: (low, high)}
         for layer in self.graph.layers:
             if layer.kind not in ("reindex", "affine") or len(layer.inputs) != 1 or layer.inputs[0] not in res:

@@ -220,7 +220,7 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
     try:
         start, scale = normalised(start_relevance(m.start, logits, tg, xp=tr), tr)
         if comp.needs_bounds:
-            ctx.bounds = plan.bounds(*_bounds(tr, x, opts.get("low"), opts.get("high")))
+            ctx.bounds = plan.bounds(*_bounds(tr, x, opts.get("low"), opts.get("high")), xp=tr)
         rel = _backward(plan, acts, start, comp, ctx)
         rel = rel * scale.reshape(scale.shape[:2] + (1,) * (rel.ndim - 2))
         heat = post(tr, m.post, rel, x, tg.shape[0])

@@ -853,6 +853,74 @@ class Tracer:
             return True
         raise TraceError("xp.any() of an input-dependent tensor")
 
+    def isfinite(self, a: Any) -> Traced:
+        """Neither NaN nor ±inf."""
+        t = self.wrap(a)
+        if t.const is not None:
+            return self.wrap(np.isfinite(t.const))
+        bad = self.logical("Or", self._elementwise("IsNaN", np.isnan, [t], cast=False, dtype=np.bool_),
+                           self._elementwise("IsInf", np.isinf, [t], cast=False, dtype=np.bool_))
+        return self.logical_not(bad)
+
+    def swapaxes(self, a: Any, i: int, j: int) -> Traced:
+        """Exchange axes ``i`` and ``j``."""
+        return self.wrap(a).swapaxes(i % self.wrap(a).ndim, j % self.wrap(a).ndim)
+
+    def moveaxis(self, a: Any, src: int, dst: int) -> Traced:
+        """Move axis ``src`` to position ``dst``."""
+        t = self.wrap(a)
+        perm = [i for i in range(t.ndim) if i != src % t.ndim]
+        perm.insert(dst % t.ndim, src % t.ndim)
+        return self.transpose(t, perm)
+
+    def take(self, a: Any, index: Any, axis: int = 0) -> Traced:
+        """``Gather`` of constant indices along ``axis``."""
+        t, idx = self.wrap(a), np.asarray(self.wrap(index).const if isinstance(index, Traced) else index)
+        if t.const is not None:
+            return self.wrap(np.take(t.const, idx, axis=axis))
+        axis = axis % t.ndim
+        name = self.node("Gather", [t.name, self.const_name(idx.astype(np.int64))], axis=axis)[0]  # type: ignore[list-item]
+        return Traced(self, name, t.shape[:axis] + idx.shape + t.shape[axis + 1:], t.dtype, sign=t.sign)
+
+    def tile(self, a: Any, reps: Sequence[int]) -> Traced:
+        """Repeat the tensor ``reps`` times along each axis."""
+        t = self.wrap(a)
+        reps = [int(r) for r in reps]
+        reps = [1] * (t.ndim - len(reps)) + reps
+        if t.const is not None:
+            return self.wrap(np.tile(t.const, reps))
+        name = self.node("Tile", [t.name, self.const_name(np.asarray(reps, np.int64))])[0]  # type: ignore[list-item]
+        return Traced(self, name, [d * r for d, r in zip(t.shape, reps, strict=True)], t.dtype, sign=t.sign)
+
+    def tensordot(self, a: Any, b: Any, axes: Any) -> Traced:
+        """``tensordot`` over one pair of axes, as an ``Einsum``."""
+        ta, tb = self.wrap(a), self.wrap(b)
+        ia, ib = axes
+        ia = [int(i) % ta.ndim for i in (ia if isinstance(ia, (list, tuple)) else [ia])]
+        ib = [int(i) % tb.ndim for i in (ib if isinstance(ib, (list, tuple)) else [ib])]
+        letters = iter("abcdefghijklmnopqrstuvwxyz")
+        la = [next(letters) for _ in range(ta.ndim)]
+        lb = [next(letters) for _ in range(tb.ndim)]
+        for i, j in zip(ia, ib, strict=True):
+            lb[j] = la[i]
+        out = [c for k, c in enumerate(la) if k not in ia] + [c for k, c in enumerate(lb) if k not in ib]
+        return self.einsum(f"{''.join(la)},{''.join(lb)}->{''.join(out)}", ta, tb)
+
+    def native_gather_vjp(self, g: Any, in_shape: Sequence[int], axis: int, index: np.ndarray) -> Traced:
+        """Add ``g`` (``(K,) + gathered shape``) back at the gathered positions (repeats add up)."""
+        tg = self.wrap(g)
+        k = tg.shape[0]
+        shape = tuple(int(d) for d in in_shape)
+        idx = np.asarray(index, np.int64).reshape(-1)
+        pre = math.prod(shape[:axis])
+        post = math.prod(shape[axis + 1:])
+        g4 = self.reshape(tg, (k, pre, idx.size, post))
+        ind = self.broadcast_to(self.wrap(idx.reshape(1, 1, -1, 1)), g4.shape)
+        zeros = self.zeros((k, pre, shape[axis], post), tg.dtype)
+        name = self.node("ScatterElements", [self.name_of(zeros), self.name_of(ind), self.name_of(g4)], axis=2,
+                         reduction="add")[0]
+        return self.reshape(Traced(self, name, zeros.shape, tg.dtype), (k,) + shape)
+
     # -- matrix products -----------------------------------------------------------------------
     def matmul(self, a: Any, b: Any) -> Traced:
         """Matrix product with NumPy's broadcasting of the leading axes."""

@@ -243,6 +243,9 @@ class GatherLayer(Layer):
         if g is None:
             return [None]
         shape = tuple(self.input_shapes[0])
+        native = getattr(xp, "native_gather_vjp", None)
+        if native is not None:
+            return [native(g, shape, self.axis, np.asarray(self.index))]
         gx = xp.zeros((g.shape[0],) + shape, dtype=g.dtype)
         if isinstance(self.index, int) or self.distinct:
             sl = [slice(None)] * gx.ndim
