@@ -13,7 +13,8 @@ A feature map is read as a grid of positions (see :func:`read_grid`):
   or both up); failing that, ``(N, D, T)`` with no leading tokens (MLP-Mixer's token mixing);
 * a channels-last map ``(N, H, W, C)`` (Swin), recognised when the channels-first reading of
   the same shape does not fit the input (a "spatial" axis longer than the input's, or an aspect
-  ratio off by more than 2.5×) while ``(H, W)`` does.
+  ratio off by more than 2.5×) while ``(H, W)`` does; when neither fits (a norm of pooled
+  features ``(N, 1, 1, C)``) the tensor is no grid.
 
 Without ``layer=`` the map is the *last* tensor of the graph that reads as a grid, holds the
 samples in its first axis, is not inside an attention (a query/key/value or the attention
@@ -44,6 +45,7 @@ from .rules import RuleContext
 Array = Any
 _MAX_PREFIX = 8  # class + distillation + register tokens in front of the patch tokens
 _ASPECT = 2.5  # how far a channels-first map's aspect ratio may stray from the input's
+_PASS = ("reindex", "affine", "batchnorm")  # layers that leave a query, key or value one (re-indexed, scaled)
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,11 @@ def read_grid(shape: tuple[int, ...], in_spatial: tuple[int, ...]) -> Grid | Non
         return None
     if len(shape) == rank + 2:
         spatial = tuple(shape[2:])
-        first = int(np.prod(spatial)) > 1
-        if rank == 2 and len(shape) == 4 and not _plausible(spatial, in_spatial) \
-                and _plausible(tuple(shape[1:3]), in_spatial) and shape[1] * shape[2] > 1:
-            return Grid("channels_last", 0, (int(shape[1]), int(shape[2])))
-        return Grid("channels_first", 0, spatial) if first else None
-    if rank == 2 and len(shape) == 3:  # (N, T, D) first, then (N, D, T) without leading tokens
+        if rank == 2 and not _plausible(spatial, in_spatial):  # (N, H, W, C) or no grid
+            last = (int(shape[1]), int(shape[2]))
+            return Grid("channels_last", 0, last) if _plausible(last, in_spatial) and last[0] * last[1] > 1 else None
+        return Grid("channels_first", 0, spatial) if int(np.prod(spatial)) > 1 else None
+    if rank == 2 and len(shape) == 3 and min(shape[1:]) > 1:  # (N, T, D) first, then (N, D, T) without leading tokens
         for layout, t, most in (("tokens", shape[1], _MAX_PREFIX), ("tokens_transposed", shape[2], 0)):
             found = _token_grid(int(t), in_spatial, most)
             if found is not None:
@@ -231,8 +232,8 @@ def candidate_maps(plan: Plan, batch: int, in_spatial: tuple[int, ...]) -> dict[
 
     Outputs of layers that compute (not re-index), hold the samples in axis 0, read as a grid
     (:func:`read_grid`) and are not part of an attention: neither the attention weights nor a
-    query, key or value (a tensor that reaches an attention product through re-indexing and
-    scaling alone) nor derived from them that way.
+    query, key or value (a tensor that reaches an attention product through re-indexing,
+    scaling and BatchNorms alone) nor derived from them that way.
     """
     g = plan.graph
     where, _ = batch_axes(g.layers, g.input_name, batch)
@@ -252,17 +253,18 @@ def candidate_maps(plan: Plan, batch: int, in_spatial: tuple[int, ...]) -> dict[
 
 
 def _attention_tensors(layers: list[Layer]) -> set[str]:
-    """Tensors inside attentions: inputs and outputs of products/softmaxes, extended through re-indexing and scaling."""
+    """Tensors inside attentions: inputs and outputs of products/softmaxes, extended through re-indexing,
+    scaling and unfused BatchNorms (LeViT's key/value projections)."""
     marked: set[str] = set()
     for lay in layers:
         if lay.kind in ("product", "softmax"):
             marked.update(lay.inputs)
             marked.update(lay.outputs)
     for lay in reversed(layers):  # back from the products: the queries, keys and values
-        if lay.kind in ("reindex", "affine") and any(o in marked for o in lay.outputs):
+        if lay.kind in _PASS and any(o in marked for o in lay.outputs):
             marked.update(lay.inputs)
     for lay in layers:  # forward from them: the attention's output before its projection
-        if lay.kind in ("reindex", "affine") and any(i in marked for i in lay.inputs):
+        if lay.kind in _PASS and any(i in marked for i in lay.inputs):
             marked.update(lay.outputs)
     return marked
 

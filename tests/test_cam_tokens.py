@@ -40,6 +40,8 @@ TOL = 1e-5
     ((2, 64, 7, 7), (224, 224), Grid("channels_first", 0, (7, 7))),  # a CNN's map
     ((2, 8, 8, 8), (32, 32), Grid("channels_first", 0, (8, 8))),  # ambiguous: channels first, as ONNX
     ((2, 64), (32, 32), None),
+    ((2, 1, 1, 320), (64, 64), None),  # a channels-last norm of pooled features (ConvNeXt's head)
+    ((2, 1, 256), (64, 64), None),  # one token (LeViT's last stage at 64×64), not 256 = 16×16 tokens
     ((2, 1, 32), (32, 32), None),  # a single (class) token
     ((2, 7, 32), (32, 32), Grid("tokens", 3, (2, 2))),  # up to 8 leading tokens
     ((2, 3, 5), (32, 32), None),  # 3 = 1 + 1×2 and 5 = 1×5: no grid of square patches of a 32×32 input
