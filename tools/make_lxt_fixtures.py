@@ -32,6 +32,11 @@ see :func:`lxt_relevance`).
   method ``m`` the float64 LXT relevance ``m`` at the word embeddings (targets × N × L × D) and LXT's float32
   errors ``m_err32`` (of the (L, D) maps) and ``m_tokens_err32`` (of the per-token sums), per target;
   ``lxt_bert_meta.json``: what was explained, the rules, the versions, and the measured numbers.
+  ``lxt_bert_sdpa_{torchscript,dynamo}.onnx`` — the same weights with ``transformers``' default SDPA attention
+  (LXT's relevance through SDPA equals the eager one to 1e-15, checked here, so ``lxt_bert_ref.npz`` is its
+  reference too). Both exporters write SDPA's NaN guard ``Where(IsNaN(softmax), 0, softmax)`` and TorchScript a
+  ``-inf`` constant for the mask fill; onnxlrp refuses both today (``tests/test_lxt_fidelity.py`` marks them as
+  expected failures on exactly those refusals).
 
 LXT's efficient (Gradient × Input) rules, as its ``lxt.efficient.patches`` apply them: GELU through
 ``identity_rule_implicit``, LayerNorm with ``σ`` detached (``layer_norm_forward``); AttnLRP: the query
@@ -299,13 +304,14 @@ class BertLogits(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
 
-def tiny_bert(seed: int = 8) -> nn.Module:
-    """``BertForSequenceClassification`` of :data:`BERT_CONFIG` (eager attention, eval mode) with trained-like random
-    weights (:func:`randomise`)."""
+def tiny_bert(seed: int = 8, attention: str = "eager") -> nn.Module:
+    """``BertForSequenceClassification`` of :data:`BERT_CONFIG` (``attention``: ``"eager"`` or ``"sdpa"``, the
+    ``transformers`` default; eval mode) with trained-like random weights (:func:`randomise`: the same weights for
+    both attentions)."""
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(**BERT_CONFIG, attn_implementation="eager")
+    cfg = transformers.BertConfig(**BERT_CONFIG, attn_implementation=attention)
     return randomise(transformers.BertForSequenceClassification(cfg), seed=seed)
 
 
@@ -406,13 +412,15 @@ def lxt_bert_rules(method: str, model: nn.Module | None = None, attention: str =
     from transformers.models.bert import modeling_bert
 
     rules, patches = lxt_efficient()
+    wrap = patches.cp_wrap_attention_forward if method == "cp_lrp" else patches.wrap_attention_forward
     saved_attention = modeling_bert.eager_attention_forward
-    if method == "cp_lrp":
-        modeling_bert.eager_attention_forward = patches.cp_wrap_attention_forward(saved_attention)
-    elif attention == "bert4":
+    if method != "cp_lrp" and attention == "bert4":
         modeling_bert.eager_attention_forward = _lxt_bert4_attention(rules)
     else:
-        modeling_bert.eager_attention_forward = patches.wrap_attention_forward(saved_attention)
+        modeling_bert.eager_attention_forward = wrap(saved_attention)
+    # SDPA too, as LXT's patch_attention does (a local entry of the shared AttentionInterface, deleted on exit)
+    interface = modeling_bert.ALL_ATTENTION_FUNCTIONS
+    interface["sdpa"] = wrap(interface["sdpa"])
     activations = (GELUActivation, nn.Tanh)  # the intermediate GELU and the pooler's tanh: identity rule
     saved = {c: c.forward for c in (*activations, nn.LayerNorm)}
     for c in activations:
@@ -423,6 +431,7 @@ def lxt_bert_rules(method: str, model: nn.Module | None = None, attention: str =
         yield
     finally:
         modeling_bert.eager_attention_forward = saved_attention
+        del interface["sdpa"]
         for c, f in saved.items():
             c.forward = f  # type: ignore[method-assign]
         for c in activations:
@@ -442,10 +451,11 @@ def lxt_bert_relevance(model: nn.Module, batch: dict[str, np.ndarray], target: i
     return (emb * emb.grad).detach().double().numpy()  # type: ignore[operator]
 
 
-def bert_check_lxt_patch(model: nn.Module, batch: dict[str, np.ndarray]) -> dict[str, float]:
+def bert_check_lxt_patch(model: nn.Module, batch: dict[str, np.ndarray], seed: int) -> dict[str, float]:
     """Checks of the BERT reference, in float64: the patched models compute the model's logits (the rules change
-    only the backward), and LXT's two forms of AttnLRP's attention rule (``wrap`` and ``bert4``) give the same
-    relevance. Returns the relative differences."""
+    only the backward), LXT's two forms of AttnLRP's attention rule (``wrap`` and ``bert4``) give the same
+    relevance, and so does the SDPA twin (``tiny_bert(seed, "sdpa")``, LXT's wrapper around SDPA) for both methods.
+    Returns the relative differences."""
     want = bert_logits(model, batch)
     out: dict[str, float] = {}
     m = copy.deepcopy(model).double().eval()
@@ -458,10 +468,15 @@ def bert_check_lxt_patch(model: nn.Module, batch: dict[str, np.ndarray]) -> dict
     def bert4(method: str, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         return lxt_bert_rules(method, model, attention="bert4")
 
+    sdpa = tiny_bert(seed, attention="sdpa")
     for t in range(BERT_CONFIG["num_labels"]):
         a = lxt_bert_relevance(model, batch, t, "attnlrp", torch.float64)
         b = lxt_bert_relevance(model, batch, t, "attnlrp", torch.float64, rules=bert4)
         out[f"attnlrp_wrap_vs_bert4_t{t}"] = float(np.abs(a - b).max() / np.abs(a).max())
+        for method in ("attnlrp", "cp_lrp"):
+            a = lxt_bert_relevance(model, batch, t, method, torch.float64)
+            b = lxt_bert_relevance(sdpa, batch, t, method, torch.float64)
+            out[f"{method}_sdpa_vs_eager_t{t}"] = float(np.abs(a - b).max() / np.abs(a).max())
     return out
 
 
@@ -472,7 +487,8 @@ def bert_fixtures() -> None:
     import lxt
     import transformers
 
-    model = tiny_bert()
+    seed = 8
+    model = tiny_bert(seed)
     batch = bert_batch()
     other = other_masks(batch)[0]
     targets = np.arange(BERT_CONFIG["num_labels"])
@@ -495,7 +511,7 @@ def bert_fixtures() -> None:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "lxt": getattr(lxt, "__version__", "2.1"), "onnx": onnx.__version__},
     }
-    checks = bert_check_lxt_patch(model, batch)
+    checks = bert_check_lxt_patch(model, batch, seed)
     print("LXT patch checks (float64 relative differences):", checks)
     assert max(checks.values()) < 1e-12, checks
     meta["lxt_patch_checks"] = checks
@@ -526,6 +542,17 @@ def bert_fixtures() -> None:
         faithful[name] = err
         save(proto, f"lxt_bert_{name}.onnx")
     meta["export_logit_error_on_other_masks"] = faithful
+    # the SDPA twin (transformers' default attention; the same weights, so the same LXT reference)
+    sdpa = tiny_bert(seed, attention="sdpa")
+    faithful = {}
+    for dynamo in (False, True):
+        name = "dynamo" if dynamo else "torchscript"
+        proto, err = bert_export(sdpa, batch, dynamo)
+        print(f"SDPA {name} export: largest relative logit error on other masks {err:.2e}")
+        assert err < 1e-5, (name, err)
+        faithful[name] = err
+        save(proto, f"lxt_bert_sdpa_{name}.onnx")
+    meta["sdpa_export_logit_error_on_other_masks"] = faithful
     (OUT / "lxt_bert_meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     print("wrote tests/fixtures/lxt_bert_meta.json")
 
