@@ -149,6 +149,36 @@ def run_session(session: Any, names: list[str] | None, input_name: str, x: np.nd
         raise InputError(f"onnxruntime could not run the model on input shape {list(x.shape)}: {msg}") from None
 
 
+class BatchOneWarning(UserWarning):
+    """The model declares a dynamic batch axis but runs only at batch 1: it is explained one sample at a time."""
+
+
+def batch_one_reason(plan_for: Any, sample_shape: tuple[int, ...]) -> str | None:
+    """Why the model runs only at batch 1, or None when it does not (or fails at batch 1 too).
+
+    Exporters that trace with a one-sample example (``torch.onnx.export(..., dynamo=True)``
+    specialises size-1 dimensions) declare the batch axis dynamic but bake 1 into reshapes: the
+    graph then cannot be built, or onnxruntime cannot run it, at batch 2. ``plan_for(shape)``
+    builds the plan of an input shape (see :class:`onnxlrp.plan.Plan`); the test builds and runs
+    the plans of batch 1 and 2 on zeros and compares the number of score rows.
+    """
+    one = (1,) + tuple(int(d) for d in sample_shape)
+    two = (2,) + one[1:]
+    try:
+        plan = plan_for(one)
+        rows = plan.logits(plan.run_forward(np.zeros(one, np.float32))).shape[0]
+    except (UnsupportedModelError, InputError):
+        return None
+    if rows != 1:
+        return None
+    try:
+        plan = plan_for(two)
+        rows = plan.logits(plan.run_forward(np.zeros(two, np.float32))).shape[0]
+    except (UnsupportedModelError, InputError) as exc:
+        return str(exc)
+    return None if rows == 2 else f"the output has {rows} row(s) for 2 samples"
+
+
 def check_input(x: Any, dims: list[int | None], name: str) -> np.ndarray:
     """Validate ``x`` against the model's declared input dims and return it as float32 NumPy."""
     if hasattr(x, "get") and not isinstance(x, np.ndarray):  # a CuPy array
