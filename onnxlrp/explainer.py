@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from .methods import METHODS, Method
 from .options import check_options, check_targets
 from .plan import Engine, Plan, plan_summary
 from .propagation import RelevanceWarning
-from .runtime import check_input, make_session
+from .runtime import BatchOneWarning, batch_one_reason, check_input, make_session
 
 Array = Any
 _MAX_PLANS = 4
@@ -100,6 +101,7 @@ class Explainer:
             self._inner: OrderedDict[tuple[Any, ...], Explainer] = OrderedDict()
             self.prepared = None  # type: ignore[assignment]
             self.fixed_batch = None
+            self.batch_one = False
             return
         self.prepared = prepare(proto, output)
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
@@ -109,6 +111,7 @@ class Explainer:
         self._accel = None if self.backend.is_gpu or kernels == "array" else OrtConvKernels(self.threads)
         dims = self.prepared.input_dims
         self.fixed_batch = dims[0] if dims else None
+        self.batch_one = False  # a dynamic batch axis with batch 1 baked in: explained one sample at a time
         self._engine = Engine(self._plan, self.backend, self.fixed_batch, self._per_call)
         if dims and all(d is not None for d in dims[1:]):
             # check the graph now, so that an unsupported model is refused before anything runs
@@ -234,6 +237,22 @@ class Explainer:
             step = max(1, min(per_call, n))
         return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
+    def _fall_back_to_batch_one(self, shape: tuple[int, ...]) -> bool:
+        """After a failure at batch > 1: if the model runs only at batch 1, explain one sample at a time from now on.
+
+        Warns once (:class:`~onnxlrp.runtime.BatchOneWarning`); False when the failure has another cause.
+        """
+        if self.fixed_batch:
+            return False
+        reason = batch_one_reason(self._plan, tuple(shape[1:]))
+        if reason is None:
+            return False
+        self.fixed_batch, self.batch_one = 1, True
+        self._engine = Engine(self._plan, self.backend, 1, self._per_call)
+        warnings.warn(f"the model declares a dynamic batch axis but runs only at batch 1 (at batch 2: {reason}); "
+                      "it is explained one sample at a time", BatchOneWarning, stacklevel=3)
+        return True
+
     # ------------------------------------------------------------------ prediction
     def _check(self, x: Any) -> np.ndarray:
         """``x`` validated against the model input (rank, fixed dims, finite) as contiguous float32 NumPy."""
@@ -302,6 +321,17 @@ class Explainer:
             self._predict_session = shared.session if shared is not None else make_session(
                 self.prepared.model, self.backend, self.threads, self.prepared.weights)
         try:
+            logits = self._predict_chunks(xs)
+        except (InputError, UnsupportedModelError):
+            if xs.shape[0] == 1 or not self._fall_back_to_batch_one(xs.shape):
+                raise
+            logits = self._predict_chunks(xs)
+        propagation.check_logits(logits)
+        return logits
+
+    def _predict_chunks(self, xs: np.ndarray) -> np.ndarray:
+        """The scores of ``xs``, run in chunks that fit the memory budget."""
+        try:
             per_call = self._per_call(xs.shape, 0)
         except UnsupportedModelError:  # a model that cannot be explained can still be run
             per_call = xs.shape[0]
@@ -312,6 +342,8 @@ class Explainer:
             except Exception as exc:  # noqa: BLE001
                 raise InputError(f"onnxruntime could not run the model on input {list(xs[sl].shape)}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}") from None
+            if y.shape[0] != xs[sl].shape[0]:
+                raise InputError(f"the model returned {y.shape[0]} score row(s) for {xs[sl].shape[0]} samples")
             outs.append(np.asarray(y, dtype=np.float32).reshape(y.shape[0], -1))
         logits = np.concatenate(outs)
         propagation.check_logits(logits)
@@ -388,14 +420,12 @@ class Explainer:
             num_classes = logits.shape[1] if logits is not None else self._num_classes_for(xs)
             tg = check_targets(target, targets, n, num_classes, logits)
             t_count = tg.shape[0]
-        if m.family == "sampling":
-            per_call = n  # sampling bounds its own calls (one sample at a time, batch_size points)
-        else:
-            per_call = self._per_call(xs.shape, propagation.passes(m, t_count) + (1 if m.family == "cam" else 0))
-        parts = []
-        for sl in self._chunks(n, per_call):
-            chunk_opts = {k: (v[sl] if k in ("low", "high", "baseline") else v) for k, v in opts.items()}
-            parts.append(self._run(m, xs[sl], None if tg is None else tg[:, sl], chunk_opts))
+        try:
+            parts = self._explain_chunks(m, xs, tg, t_count, opts)
+        except (InputError, UnsupportedModelError):
+            if (n == 1 and m.family != "sampling") or not self._fall_back_to_batch_one(xs.shape):
+                raise
+            parts = self._explain_chunks(m, xs, tg, t_count, opts)
         xp = self.backend.xp
         heat = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
         if relu:
@@ -410,9 +440,28 @@ class Explainer:
             return self.backend.to_numpy(heat)
         return heat
 
+    def _explain_chunks(self, m: Method, xs: np.ndarray, tg: np.ndarray | None, t_count: int,
+                        opts: dict[str, Any]) -> list[Array]:
+        """The heatmaps of ``xs`` in chunks that fit the memory budget (whole multiples of a fixed batch)."""
+        n = xs.shape[0]
+        if m.family == "sampling":
+            per_call = n  # sampling bounds its own calls (one sample at a time, batch_size points)
+        else:
+            per_call = self._per_call(xs.shape, propagation.passes(m, t_count) + (1 if m.family == "cam" else 0))
+        parts = []
+        for sl in self._chunks(n, per_call):
+            chunk_opts = {k: (v[sl] if k in ("low", "high", "baseline") else v) for k, v in opts.items()}
+            parts.append(self._run(m, xs[sl], None if tg is None else tg[:, sl], chunk_opts))
+        return parts
+
     def _num_classes_for(self, xs: np.ndarray) -> int:
         shape = (self.fixed_batch or xs.shape[0],) + xs.shape[1:]
-        return self._plan(shape).graph.num_classes
+        try:
+            return self._plan(shape).graph.num_classes
+        except UnsupportedModelError:
+            if shape[0] == 1:
+                raise
+            return self._plan((1,) + xs.shape[1:]).graph.num_classes  # a model that runs only at batch 1
 
     def _run(self, m: Method, x: np.ndarray, tg: np.ndarray | None, opts: dict[str, Any]) -> Array:
         """One chunk through the method's family."""
