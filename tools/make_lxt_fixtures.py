@@ -559,7 +559,7 @@ def bert_fixtures() -> None:
 
 def measure() -> None:
     """Print onnxlrp's errors against the committed fixtures (what the tests check)."""
-    from onnxlrp import Explainer
+    from onnxlrp import Explainer, OnnxLrpError
 
     def rel(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
@@ -588,6 +588,14 @@ def measure() -> None:
                   f"{', '.join(f'{v:.2e}' for v in ref[m + '_tokens_err32'])}); "
                   f"max |R| at padded tokens: onnxlrp {np.abs(got[:, padded]).max():.1e}, "
                   f"LXT {np.abs(ref[m][:, padded]).max():.1e}")
+    for e in ("sdpa_torchscript", "sdpa_dynamo"):
+        try:
+            ex = Explainer(str(OUT / f"lxt_bert_{e}.onnx"), device="cpu")
+            got = ex.explain(feeds, targets=targets, method="attnlrp", per_token=False)
+            errs = ", ".join(f"{rel(got[k], ref['attnlrp'][k]):.2e}" for k in range(len(targets)))
+            print(f"BERT {e:16s} attnlrp vs LXT float64: {errs}")
+        except OnnxLrpError as err:
+            print(f"BERT {e:16s} refused: {type(err).__name__}: {str(err)[:160]}")
     grads = np.load(OUT / "attention_torch_ref.npz")
     for name in ("mha_torchscript", "mha_dynamo", "encoder_torchscript", "encoder_dynamo"):
         ex = Explainer(str(OUT / f"attention_{name}.onnx"), device="cpu")
