@@ -77,6 +77,7 @@ TIE_TOL = 1e-6  # a decision within this fraction of max|input| of its threshold
 NUM_CLASSES = 10
 TOOL_VERSION = "1"  # part of the export cache key: bump when the way models are built changes
 SAMPLING_OPTIONS = {"n_samples": 4, "steps": 4, "batch_size": 4}
+ULP_DRAWS = 3  # torch float32 gradients at x·(1 + 2⁻²⁴·N(0, 1)): the float32 spread of an ill-conditioned model
 
 
 # ------------------------------------------------------------------------------------------------ the zoo
@@ -799,6 +800,154 @@ def _torch_gradient_plain(model: Any, entry: ZooEntry, inputs: tuple[Any, ...], 
     return x.grad.detach().to(torch.float64).numpy()
 
 
+def _ulp_perturbed(x: Any, seed: int) -> Any:
+    """``x · (1 + 2⁻²⁴·n)``, ``n ~ N(0, 1)`` elementwise: a change of the size of rounding ``x`` to float32."""
+    import torch
+
+    n = np.random.default_rng(seed).standard_normal(tuple(x.shape))
+    return (x.detach().to(torch.float64) * (1 + 2.0**-24 * torch.from_numpy(n))).to(x.dtype)
+
+
+def torch32_ulp_spread(model32: Any, entry: ZooEntry, inputs: tuple[Any, ...], target: int, g64: np.ndarray,
+                       draws: int = ULP_DRAWS) -> float:
+    """The largest error, against the float64 gradient ``g64`` at ``x``, of torch's float32 gradient at
+    :func:`_ulp_perturbed` copies of ``x`` (float inputs only).
+
+    torch's float32 gradient at ``x`` itself is one sample of float32 error; an ill-conditioned model
+    (LeViT) moves its float32 gradient by far more than that when its input moves by one rounding, which
+    any other float32 implementation of the same forward (onnxruntime's) effectively does.
+    """
+    errs = [rel_err(_torch_gradient(model32, entry, (_ulp_perturbed(inputs[0], k),) + tuple(inputs[1:]), target,
+                                    _float32()), g64) for k in range(draws)]
+    return max(errs)
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
+def torch32_error(res: dict[str, Any]) -> float:
+    """torch's own float32 error of a run: at ``x``, or at input-rounding-sized changes of ``x`` if larger."""
+    return max(float(res.get("grad_err_torch32", 0.0)), float(res.get("grad_err_torch32_ulp", 0.0)))
+
+
+def float64_twin(proto: Any) -> Any:
+    """The same ONNX graph in float64 (float initializers, graph inputs/outputs/value infos, ``Cast`` to float
+    and ``Constant`` tensors become double), for ONNX's reference evaluator. Weights stay the float32 values."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    g = m.graph
+    for i, t in enumerate(list(g.initializer)):
+        if t.data_type == TensorProto.FLOAT:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    for node in g.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
+    return m
+
+
+def float64_backward(ex: Any, proto: Any, x: np.ndarray, target: int,
+                     acts: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """onnxlrp's ``gradient`` backward (its layers' VJPs) run in float64 on the float64 activations of the same
+    graph (``proto``, the file ``ex`` was loaded from, evaluated by ONNX's reference evaluator in float64); or on
+    ``acts`` if given. Returns the gradient and the float64 activations. Convolutions compute their VJP in
+    float32 (their kernels are float32), so a graph's convolution layers stay float32 arithmetic."""
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxlrp import composites as comps
+    from onnxlrp.rules import RuleContext
+
+    plan = ex._engine.plan_for(x.shape)  # noqa: SLF001 - a diagnostic of the engine's own backward
+    names = list(plan.forward.names)
+    if acts is None:
+        ref = ReferenceEvaluator(float64_twin(proto))
+        feeds = {ex.input_name: x.astype(np.float64)}
+        everything = ref.run(None, feeds, intermediate=True)
+        acts = {n: np.asarray(everything[n], np.float64) for n in names}
+        acts[ex.input_name] = x.astype(np.float64)
+    classes = int(np.prod(acts[plan.graph.output_name].shape[1:]))
+    start = np.zeros((1, x.shape[0], classes))
+    start[0, :, target] = 1.0
+    g = plan.backward(acts, start, comps.gradient().rule_for, RuleContext(np))
+    return np.asarray(g, np.float64)[0], acts
+
+
+def graph_directional_check(proto: Any, input_name: str, x: np.ndarray, target: int, grad: np.ndarray,
+                            seed: int = 0, h: float = 1e-7) -> float:
+    """:func:`directional_check` of a gradient against the float64 twin of the ONNX graph itself (ONNX's
+    reference evaluator): ``|(f(x + hv) − f(x − hv)) / 2h − <grad, v>| / (‖grad‖ ‖v‖)``. ``h`` is 1e-7: on
+    LeViT a step of 1e-6 already crosses HardSwish kinks (the check then falls linearly with ``h``, 1e-5 at
+    1e-6, 3e-9 at 1e-7)."""
+    from onnx.reference import ReferenceEvaluator
+
+    ref = ReferenceEvaluator(float64_twin(proto))
+    v = np.random.default_rng(seed).standard_normal(x.shape)
+    x64 = x.astype(np.float64)
+    up, down = (float(np.asarray(ref.run(None, {input_name: x64 + s * h * v})[0]).reshape(x.shape[0], -1)[0, target])
+                for s in (1, -1))
+    fd = (up - down) / (2 * h)
+    g = np.asarray(grad, np.float64).reshape(x.shape)
+    scale = float(np.linalg.norm(g) * np.linalg.norm(v))
+    return abs(fd - float((g * v).sum())) / scale if scale > 0 else abs(fd - float((g * v).sum()))
+
+
+def conditioning(name: str, exporter: str, cache: Path = CACHE_DIR) -> dict[str, float]:
+    """Where a float image model's float32 gradient error comes from (``--conditioning``), all against torch
+    autograd in float64 at ``x``: onnxlrp as it runs; torch in float32 at ``x`` and at input-rounding-sized
+    changes of ``x``; onnxlrp's backward in float32 on the exact (float64, rounded) activations of the exported
+    graph; in float64 on onnxruntime's float32 activations; in float64 on the float64 activations (and that
+    gradient's directional finite-difference check against the float64 graph itself: it is the graph's exact
+    gradient when this is ~1e-8); and onnxruntime's float32 forward against the float64 one (the largest and
+    median relative error per tensor)."""
+    import onnx
+    import torch
+
+    from onnxlrp import Explainer
+
+    entry = ZOO_BY_NAME[name]
+    if entry.kind == "tokens":
+        raise ValueError("--conditioning takes a model with a float input")
+    path = export_path(entry, exporter, cache)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run `python tools/coverage.py --only {name} --export-only` first")
+    model = build_model(entry)
+    inputs = example_inputs(entry)
+    x = inputs[0].numpy()
+    with torch.no_grad():
+        target = int(np.argmax(model(*inputs)[0].numpy()))
+    g64 = _torch_gradient(model, entry, inputs, target, torch.float64)
+    m32 = build_model(entry)
+    out: dict[str, float] = {"torch_f32": rel_err(_torch_gradient(m32, entry, inputs, target, torch.float32), g64)}
+    out["torch_f32_ulp"] = torch32_ulp_spread(m32, entry, inputs, target, g64)
+    ex = Explainer(str(path), device="cpu", threads=1)
+    out["onnxlrp_f32"] = rel_err(np.asarray(ex.explain(x, target=target, method="gradient"), np.float64), g64)
+    proto = onnx.load(str(path))
+    g_exact, acts64 = float64_backward(ex, proto, x, target)
+    out["onnxlrp_f64_backward_f64_acts"] = rel_err(g_exact.reshape(g64.shape), g64)
+    out["onnxlrp_f64_directional"] = graph_directional_check(proto, ex.input_name, x, target, g_exact)
+    acts32 = {k: v.astype(np.float32) for k, v in acts64.items()}
+    g_b32, _ = float64_backward(ex, None, x, target, acts=acts32)
+    out["onnxlrp_f32_backward_exact_acts"] = rel_err(g_b32.reshape(g64.shape), g64)
+    plan = ex._engine.plan_for(x.shape)  # noqa: SLF001
+    ort_acts = {k: np.asarray(v, np.float64) for k, v in plan.run_forward(x).items()}
+    g_ort, _ = float64_backward(ex, None, x, target, acts=ort_acts)
+    out["onnxlrp_f64_backward_ort_acts"] = rel_err(g_ort.reshape(g64.shape), g64)
+    errs = sorted(rel_err(ort_acts[n], acts64[n]) for n in acts64 if acts64[n].size > 1 and n != ex.input_name)
+    out["ort_forward_max"], out["ort_forward_median"] = errs[-1], errs[len(errs) // 2]
+    return out
+
+
 def run_job(name: str, exporter: str, cache: Path = CACHE_DIR, tie_tol: float = TIE_TOL,
             export_only: bool = False) -> dict[str, Any]:
     """Everything measured for one model × exporter (runs in a child process of :func:`main`).
@@ -883,6 +1032,8 @@ def run_job(name: str, exporter: str, cache: Path = CACHE_DIR, tie_tol: float = 
             g = g.reshape(g64.shape)
         res["grad_err"] = rel_err(g, g64)
         res["grad_err_torch32"] = rel_err(g32, g64)
+        if entry.kind != "tokens":  # float inputs: torch's float32 gradient at input-rounding-sized changes of x
+            res["grad_err_torch32_ulp"] = torch32_ulp_spread(build_model(entry), entry, inputs, target, g64)
         with contextlib.suppress(Exception):  # the reference's own check (float inputs only)
             if entry.kind != "tokens":
                 res["reference_check"] = directional_check(model.to(torch.float64), inputs[0], target, g64)
@@ -899,7 +1050,7 @@ def run_job(name: str, exporter: str, cache: Path = CACHE_DIR, tie_tol: float = 
         res["decisions_checked"] = int(sum(detector.checked.values()))
         if res["grad_err"] <= GRAD_TOL:
             res["gradient"] = "ok"
-        elif res["grad_err"] <= COND_FACTOR * res["grad_err_torch32"]:
+        elif res["grad_err"] <= COND_FACTOR * torch32_error(res):
             res["gradient"] = "float32"  # ill-conditioned: torch's own float32 gradient is off by a like amount
         elif res["tie_count"] > 0:
             res["gradient"] = "tie"
@@ -1212,7 +1363,9 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
 
     out.append("## Model × exporter\n")
     out.append("Gradient: relative error `max|g − g64| / max|g64|` of onnxlrp's `gradient` against torch autograd "
-               "in float64; *torch f32*: torch's own float32 autograd against the same reference; *ties*: "
+               "in float64; *torch f32*: torch's own float32 autograd against the same reference, at `x` / the "
+               f"largest over {ULP_DRAWS} copies `x·(1 + 2⁻²⁴·N(0, 1))` (an input-rounding-sized change: how far an "
+               "ill-conditioned model's float32 gradient moves); *ties*: "
                f"float32-tie decisions found (within {TIE_TOL:g} of the tensor's max|value|). Time: `lrp` and "
                "`epsilon_plus_flat` over the onnxruntime forward (one sample, one thread; the forward's time in "
                "brackets — for the tiniest models a fixed per-call cost dominates the ratio).\n")
@@ -1231,7 +1384,10 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
             if tr and r.get("forward_ms") is not None:
                 time_cell += f" ({r['forward_ms']:.2g} ms)"
             ties = r.get("tie_count")
-            out.append(f"| {n} | {e} | {_status_cell(r)} | {_grad_cell(r)} | {_fmt_err(r.get('grad_err_torch32'))} "
+            t32 = _fmt_err(r.get("grad_err_torch32"))
+            if r.get("grad_err_torch32_ulp") is not None:
+                t32 += f" / {_fmt_err(r.get('grad_err_torch32_ulp'))}"
+            out.append(f"| {n} | {e} | {_status_cell(r)} | {_grad_cell(r)} | {t32} "
                        f"| {'—' if ties is None else ties} | {nan} | {other} | {time_cell} |")
     out.append("")
     out.append("## The zoo\n")
@@ -1272,7 +1428,8 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
         f"{TIE_TOL:g}·max|input| of its threshold, or a max-pool window / max reduction whose two largest "
         "values are that close, counts as a tie (exact hits are structural and not counted).\n"
         f"* Verdict of a gradient error above {GRAD_TOL:g}: *f32* when it is within {COND_FACTOR:g}× torch's own "
-        "float32 autograd error (the model is ill-conditioned; torch in float32 is as far off), *tie* when ties "
+        "float32 autograd error, the larger of the two *torch f32* numbers (the model is ill-conditioned; torch in "
+        "float32 is as far off), *tie* when ties "
         "were found, *ref?* when the float64 reference fails a directional finite-difference check "
         f"(above {REF_TOL:g}), else **MISMATCH**.\n"
         "* The reference writes evaluation-mode BatchNorm out as `(x − mean)·rsqrt(var + eps)·w + b`: torch "
@@ -1309,6 +1466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-report", action="store_true", help="only run and cache the results")
     p.add_argument("--export-only", action="store_true", help="only build and export into the cache (no report)")
     p.add_argument("--list", action="store_true", help="print the zoo and exit")
+    p.add_argument("--conditioning", nargs=2, metavar=("NAME", "EXPORTER"),
+                   help="where a model's float32 gradient error comes from (float64 runs of onnxlrp's backward)")
     p.add_argument("--child", nargs=3, metavar=("NAME", "EXPORTER", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -1317,6 +1476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = run_job(name, exporter, args.cache, args.tie_tol, args.export_only)
         res["commit"] = git_commit()
         Path(result).write_text(json.dumps(res))
+        return 0
+    if args.conditioning:
+        for key, value in conditioning(*args.conditioning, cache=args.cache).items():
+            print(f"{key:34s} {value:.2e}")
         return 0
     if args.list:
         for e in ZOO:
