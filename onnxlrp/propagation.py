@@ -31,14 +31,17 @@ def passes(m: Method, t_count: int) -> int:
     return 2 * t_count if m.post == "contrast" else t_count
 
 
-def propagate(engine: Engine, m: Method, x: np.ndarray, tg: np.ndarray | None, opts: dict[str, Any]) -> Array:
+def propagate(engine: Engine, m: Method, x: np.ndarray, tg: np.ndarray | None, opts: dict[str, Any],
+              acts: dict[str, Array] | None = None) -> Array:
     """Heatmaps ``(T,) + x.shape`` of an LRP- or gradient-family method for targets ``tg`` ``(T, N)``.
 
-    ``tg=None`` explains each sample's predicted class, read from this pass's own forward.
+    ``tg=None`` explains each sample's predicted class, read from this pass's own forward. ``acts``
+    supplies the forward's tensors instead of running it (to compare with a compiled graph's forward).
     """
     assert m.composite is not None
     plan = engine.plan_for(x.shape)
-    acts = plan.run_forward(x)
+    if acts is None:
+        acts = plan.run_forward(x)
     xp = engine.backend.xp
     logits = engine.backend.to_numpy(plan.logits(acts))
     check_logits(logits)

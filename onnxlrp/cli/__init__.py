@@ -1,4 +1,4 @@
-"""The ``onnxlrp`` command line: ``explain``, ``info``, ``methods`` and ``evaluate``.
+"""The ``onnxlrp`` command line: ``explain``, ``info``, ``methods``, ``evaluate``, ``compile`` and more.
 
 ``onnxlrp explain MODEL IMAGE [IMAGE|DIR ...]`` writes heatmaps (PNG, optionally overlays, raw
 ``.npy`` and a grid figure) and prints the top-5 predictions of every image and every file it
@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import OnnxLrpError
-from . import evaluate, explain, explain_dataset, explain_text, info, methods, spray
+from . import compile, evaluate, explain, explain_dataset, explain_text, info, methods, spray
 from .common import PROG, Parser, UsageError, load_labels, report_error, resolve_class, softmax
 
 __all__ = ["UsageError", "build_parser", "load_labels", "main", "resolve_class", "softmax"]
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Explain ONNX image classifiers with LRP, SGLRP and related methods.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (explain, info, methods, evaluate, explain_dataset, explain_text, spray):
+    for command in (explain, info, methods, evaluate, explain_dataset, explain_text, spray, compile):
         command.add_parser(sub)
     return parser
 

@@ -71,3 +71,38 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
         if not np.isfinite(err) or err > TOLERANCE or lerr > 1e-3 * max(1.0, float(np.abs(logits_ref).max())):
             return f"batch {n}: heatmap relative error {err:.3g}, logits error {lerr:.3g}"
     return ""
+
+
+def same_forward_error(compiled: onnx.ModelProto, explainer: Any, x: np.ndarray, target: np.ndarray, method: str,
+                       opts: dict[str, Any] | None = None) -> float:
+    """The engine's backward run on the *compiled graph's own* forward tensors, against the compiled heatmap.
+
+    A compiled graph and the engine may round a fused forward differently (onnxruntime fuses a
+    convolution with its activation only when the activation is not also an output); where an input
+    sits on a ReLU or max-pool decision (a float32 tie) the two heatmaps then differ. Feeding the
+    engine the tensors the compiled graph computed removes that difference: what remains is the
+    backward's own disagreement (relative, max |diff| / max |engine|). ``target`` is ``(N,)``.
+    """
+    from ..methods import METHODS
+    from ..propagation import propagate
+
+    plan = explainer._plan(x.shape)
+    names = [t for t in plan.graph.tensors if t != plan.graph.input_name]
+    m = onnx.ModelProto()
+    m.CopyFrom(compiled)
+    known = {o.name for o in m.graph.output}
+    for t in names:
+        if t not in known:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    outs = sess.run([HEATMAP, *names], {sess.get_inputs()[0].name: x, TARGET: target.astype(np.int64)})
+    heat = outs[0]
+    acts = dict(zip(names, outs[1:], strict=True))
+    acts[plan.graph.input_name] = x
+    ref = propagate(explainer._engine, METHODS[method], x, target[None], dict(opts or {}), acts=acts)[0]
+    d = float(np.abs(heat - ref).max())
+    return 0.0 if d == 0 else d / max(float(np.abs(ref).max()), 1e-30)
