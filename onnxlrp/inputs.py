@@ -248,7 +248,68 @@ def specialise(model: onnx.ModelProto, plan: InputPlan, feeds: Mapping[str, np.n
     vis = [v for v in g.value_info if v.name != plan.explained]
     del g.value_info[:]
     g.value_info.extend(vis)
+    _fold_gather_elements(m)
     return m
+
+
+def _fold_gather_elements(m: onnx.ModelProto) -> None:
+    """Replace each ``GatherElements`` of initializers by its value (in place).
+
+    The dynamo exporter writes BERT's default token types as ``GatherElements`` of a buffer; ONNX's
+    reference evaluator (onnx 1.23), which folds constants for the layer graph, fails on it, and the
+    graph would then go through onnxruntime's canonicalisation (a session per specialisation).
+    """
+    g = m.graph
+    values = {t.name: t for t in g.initializer}
+    keep = []
+    for node in g.node:
+        if node.op_type == "GatherElements" and len(node.input) == 2 and all(i in values for i in node.input) \
+                and values[node.input[0]].data_location != onnx.TensorProto.EXTERNAL:
+            data, index = (numpy_helper.to_array(values[i]) for i in node.input)
+            axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+            try:
+                index = np.where(index < 0, index + data.shape[axis], index)
+                out = np.take_along_axis(data, index.astype(np.int64), axis=axis)
+            except (IndexError, ValueError, np.exceptions.AxisError):
+                keep.append(node)
+                continue
+            t = numpy_helper.from_array(np.ascontiguousarray(out), node.output[0])
+            g.initializer.append(t)
+            values[t.name] = t
+            continue
+        keep.append(node)
+    if len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(keep)
+
+
+def runtime_model(model: onnx.ModelProto, plan: InputPlan) -> onnx.ModelProto:
+    """``model`` with the explained tensor as its first input and the other inputs kept as run-time inputs.
+
+    One onnxruntime session of it serves the forward pass of every call (see
+    :class:`onnxlrp.runtime.FeedSession`): the fixed inputs (and, for an embedding, the token ids)
+    are fed with each run, where :func:`specialise` would make them constants of a model copy.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    if plan.kind == "embedding":
+        nodes = [n for n in g.node if plan.explained not in n.output]
+        del g.node[:]
+        g.node.extend(nodes)
+    others = [i for i in g.input if i.name != plan.explained]
+    del g.input[:]
+    g.input.extend([helper.make_tensor_value_info(plan.explained, _FLOAT, None)] + others)
+    vis = [v for v in g.value_info if v.name != plan.explained]
+    del g.value_info[:]
+    g.value_info.extend(vis)
+    return m
+
+
+def run_time_feeds(plan: InputPlan, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The values a :func:`runtime_model` session takes besides the explained tensor."""
+    names = ([plan.source] if plan.kind == "embedding" else []) + plan.fixed
+    return {n: np.ascontiguousarray(feeds[n]) for n in names}
 
 
 def feeds_key(feeds: Mapping[str, np.ndarray], names: list[str]) -> tuple[Any, ...]:
@@ -265,4 +326,4 @@ def feeds_key(feeds: Mapping[str, np.ndarray], names: list[str]) -> tuple[Any, .
 
 
 __all__ = ["InputPlan", "check_feeds", "choose_input", "feeds_key", "front_model", "graph_inputs", "needs_plan",
-           "specialise"]
+           "run_time_feeds", "runtime_model", "specialise"]

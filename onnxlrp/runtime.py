@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -89,6 +90,26 @@ def session_options(threads: int | None = None) -> Any:
     return so
 
 
+class FeedSession:
+    """An onnxruntime session whose fixed inputs (attention masks, token types) are fed with every run.
+
+    ``run(names, inputs)`` runs ``session`` on ``inputs`` plus ``feeds``: one session serves every
+    call of a text model, whatever its masks, instead of one model copy and session per mask.
+    """
+
+    def __init__(self, session: Any, feeds: dict[str, np.ndarray]) -> None:
+        self.session = session
+        self.feeds = dict(feeds)
+
+    def run(self, names: list[str] | None, inputs: dict[str, Any]) -> list[Any]:
+        """``session.run`` with the fixed feeds added."""
+        return self.session.run(names, {**self.feeds, **inputs})
+
+    def get_inputs(self) -> list[Any]:
+        """The session's inputs."""
+        return self.session.get_inputs()
+
+
 class Forward:
     """Runs the canonical graph once and returns every tensor the layers read or write."""
 
@@ -104,6 +125,13 @@ class Forward:
         self.output_name = output_name
         self.backend = backend
         self.session = make_session(m, backend, threads, weights)
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Forward:
+        """This forward pass (the same session) with ``feeds`` as the values of the model's other inputs."""
+        bound = copy.copy(self)
+        base = self.session.session if isinstance(self.session, FeedSession) else self.session
+        bound.session = FeedSession(base, feeds)
+        return bound
 
     def run(self, x: np.ndarray) -> dict[str, Any]:
         """All intermediate tensors for input ``x`` (on the backend's device), plus ``x`` itself."""
