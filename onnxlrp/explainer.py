@@ -25,13 +25,23 @@ from .accel import OrtConvKernels
 from .backend import Backend, get_backend
 from .errors import InputError, ModelLoadError, UnsupportedModelError
 from .graph import load_model, prepare
-from .inputs import InputPlan, check_feeds, choose_input, feeds_key, front_model, needs_plan, specialise
+from .inputs import (
+    InputPlan,
+    check_feeds,
+    choose_input,
+    feeds_key,
+    front_model,
+    needs_plan,
+    run_time_feeds,
+    runtime_model,
+    specialise,
+)
 from .memory import bytes_per_sample, chunk_size, parse_budget
 from .methods import METHODS, Method
 from .options import check_options, check_targets
 from .plan import Engine, Plan, plan_summary
 from .propagation import RelevanceWarning
-from .runtime import BatchOneWarning, batch_one_reason, check_input, make_session
+from .runtime import BatchOneWarning, Forward, batch_one_reason, check_input, make_session
 
 Array = Any
 _MAX_PLANS = 4
@@ -71,6 +81,7 @@ class Explainer:
         memory_budget: int | float | str | None = None,
         input: str | None = None,
         _force_canonical: bool = False,
+        _forward: Forward | None = None,
     ) -> None:
         if not isinstance(model, str | os.PathLike | bytes | bytearray | onnx.ModelProto):
             raise ModelLoadError(f"model must be a file path, the model's bytes or an onnx.ModelProto, "
@@ -99,6 +110,8 @@ class Explainer:
             self._full_model = proto
             self._front: Any = None
             self._inner: OrderedDict[tuple[Any, ...], Explainer] = OrderedDict()
+            # one forward session per explained shape, the fixed inputs fed at run time (see _specialised)
+            self._shared: OrderedDict[tuple[int, ...], Forward] = OrderedDict()
             self.prepared = None  # type: ignore[assignment]
             self.fixed_batch = None
             self.batch_one = False
@@ -107,6 +120,8 @@ class Explainer:
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
         self._predict_session: Any = None
         self._forwards: dict[str, Any] = {}
+        if _forward is not None:  # a session shared with other explainers of one text model (see _specialised)
+            self._forwards["exported"] = _forward
         # on the CPU, convolutions of the backward run on onnxruntime's kernels (see onnxlrp.accel)
         self._accel = None if self.backend.is_gpu or kernels == "array" else OrtConvKernels(self.threads)
         dims = self.prepared.input_dims
@@ -295,15 +310,37 @@ class Explainer:
         key = feeds_key(feeds, names) + (emb.shape,)
         inner = self._inner.get(key)
         if inner is None:
+            # the layers are built for these fixed inputs (constants of a model copy); the forward pass runs on
+            # one session per explained shape that takes them as run-time inputs
             proto = specialise(self._full_model, plan, feeds, emb.shape)
+            shared = self._shared.get(emb.shape)
             inner = Explainer(proto, device=self.device, output=self._output, threads=self.threads,
-                              kernels=self._kernels, memory_budget=self.memory_budget)
+                              kernels=self._kernels, memory_budget=self.memory_budget,
+                              _forward=None if shared is None else shared.bind(run_time_feeds(plan, feeds)))
+            if shared is None:
+                self._share_forward(inner, emb.shape)
             self._inner[key] = inner
             while len(self._inner) > 2:
                 self._inner.popitem(last=False)
         else:
             self._inner.move_to_end(key)
         return inner, emb
+
+    def _share_forward(self, inner: Explainer, shape: tuple[int, ...]) -> None:
+        """Keep a forward session of the whole model (fixed inputs fed at run time) for the explained ``shape``.
+
+        It exposes the tensors ``inner``'s layers read; later calls with other fixed inputs reuse it.
+        """
+        own = inner._forwards.get("exported")
+        if own is None or self.input_plan is None:  # the canonicalised route: no sharing
+            return
+        try:
+            self._shared[shape] = Forward(runtime_model(self._full_model, self.input_plan), self.input_plan.explained,
+                                          own.output_name, own.names, self.backend, self.threads)
+        except UnsupportedModelError:
+            return
+        while len(self._shared) > 2:
+            self._shared.popitem(last=False)
 
     def predict(self, x: Any) -> np.ndarray:
         """The class scores the explanations start from (pre-softmax logits), ``(N, classes)`` float32.
