@@ -67,7 +67,10 @@ class PreparedModel:
 
 @_gc_paused
 def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
-    """Pick the explained input and output, strip a trailing Softmax/LogSoftmax, prune the rest."""
+    """Pick the explained input and output, strip a trailing Softmax/LogSoftmax, prune the rest.
+
+    NaN guards ``Where(IsNaN(x), c, x)`` become ``Identity(x)`` (see :func:`nan_guards`).
+    """
     g = model.graph
     inits = {t.name for t in g.initializer}
     inputs = [i for i in g.input if i.name not in inits]
@@ -114,6 +117,9 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
 
     io = [(_reads(n), list(n.output)) for n in g.node]
     order, producer = _topological_order(g, io)
+    guards = nan_guards(g, producer)
+    for k, x in guards.items():  # a guard reads only the tensor it guards: its IsNaN is pruned with it
+        io[k] = ([x], io[k][1])
     explained, stripped = chosen, None
     name = chosen
     for _ in range(8):  # walk back over identities to a softmax
@@ -121,6 +127,9 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
         if k is None:
             break
         node = g.node[k]
+        if k in guards:
+            name = guards[k]
+            continue
         if node.op_type in ("Identity",) and node.input:
             name = node.input[0]
             continue
@@ -135,6 +144,11 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     nodes = [ng.node[k] for k in (order if order is not None else range(len(io))) if k in keep]
     del ng.node[:]
     ng.node.extend(nodes)
+    if guards:
+        guarded = {g.node[k].output[0]: x for k, x in guards.items()}
+        for node in ng.node:
+            if node.op_type == "Where" and node.output and node.output[0] in guarded:
+                _as_identity(node, guarded[node.output[0]])
     inits = [t for t in ng.initializer if t.name in used]
     del ng.initializer[:]
     ng.initializer.extend(inits)
@@ -146,6 +160,77 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     meta = {p.key: p.value for p in model.metadata_props}
     weights = detach_weights(new, check_finite=False)  # load_model checked every tensor
     return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta, weights)
+
+
+_GUARD_TESTS = {"IsNaN", "IsInf"}
+_RANK_ONE_UP = {"Softmax", "LogSoftmax", "Gemm", "Conv", "Concat", "Flatten", "LayerNormalization"}  # rank ≥ 1
+
+
+def nan_guards(g: onnx.GraphProto, producer: dict[str, int]) -> dict[int, str]:
+    """The NaN/Inf guards of the graph: node index of each ``Where`` that is one → the tensor it guards.
+
+    A guard is ``Where(IsNaN(x), c, x)`` or ``Where(Not(IsNaN(x)), x, c)`` (``IsInf`` likewise) with
+    ``c`` a constant of one element (an initializer or a ``Constant``) whose rank does not exceed
+    ``x``'s: it equals ``x`` wherever ``x`` is not NaN (not infinite), so it is an identity on every
+    input where the model is defined. PyTorch's SDPA decomposition writes one after the softmax of
+    attention (a fully masked row gives NaN there, replaced by 0). The layer graph treats the guard as
+    ``Identity(x)``: where ``x`` would be NaN the explained forward gives NaN, which is refused
+    (non-finite scores or relevance), never explained as if the guard had not fired.
+    """
+    inits = {t.name: t for t in g.initializer}
+
+    def one_element(name: str) -> int | None:  # the rank of a one-element float constant, else None
+        t = inits.get(name)
+        if t is None and name in producer:
+            node = g.node[producer[name]]
+            if node.op_type != "Constant" or len(node.attribute) != 1:
+                return None
+            a = node.attribute[0]
+            if a.name == "value_float":
+                return 0
+            t = a.t if a.name == "value" and a.HasField("t") else None
+        if t is None or t.data_type not in _FLOAT_TYPES or int(np.prod(t.dims, dtype=np.int64)) != 1:
+            return None
+        return len(t.dims)
+
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*g.input, *g.value_info, *g.output]
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+
+    def rank_at_least(name: str, r: int) -> bool:
+        if r == 0 or ranks.get(name, -1) >= r:
+            return True
+        k = producer.get(name)
+        return r == 1 and k is not None and g.node[k].op_type in _RANK_ONE_UP
+
+    found: dict[int, str] = {}
+    for k, node in enumerate(g.node):
+        if node.op_type != "Where" or node.domain not in ("", "ai.onnx") or len(node.input) != 3:
+            continue
+        cond, a, b = node.input
+        negated = False
+        test = g.node[producer[cond]] if cond in producer else None
+        if test is not None and test.op_type == "Not" and test.input and test.input[0] in producer:
+            negated, test = True, g.node[producer[test.input[0]]]
+        if test is None or test.op_type not in _GUARD_TESTS or test.domain not in ("", "ai.onnx") or not test.input:
+            continue
+        x = test.input[0]
+        fill, kept = (a, b) if not negated else (b, a)
+        if kept != x or not x:
+            continue
+        r = one_element(fill)
+        if r is not None and rank_at_least(x, r):
+            found[k] = x
+    return found
+
+
+def _as_identity(node: onnx.NodeProto, x: str) -> None:
+    """Turn ``node`` (a NaN guard) into ``Identity(x)``, keeping its name and output."""
+    node.op_type = "Identity"
+    node.domain = ""
+    del node.input[:]
+    node.input.append(x)
+    del node.attribute[:]
+    node.doc_string = "onnxlrp: NaN guard Where(IsNaN(x), c, x) read as Identity(x)"
 
 
 def _captured(node: onnx.NodeProto) -> list[str]:

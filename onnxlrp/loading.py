@@ -3,7 +3,8 @@
 :func:`load_model` reads a model from a path (a regular file, at most the protobuf limit, read
 once), bytes or a ModelProto, and refuses before anything runs what could hurt: IR/opset
 versions out of range, malformed nodes, tensors whose data does not fit their type and shape,
-non-finite weights (checked on the file's bytes without copying them out of the protobuf), and
+non-finite weights (checked on the file's bytes without copying them out of the protobuf; ``±inf``
+is let through only in mask and fill constants, see :class:`_InfPolicy`), and
 external data outside the model's folder — read by onnxlrp itself, so that onnxruntime never
 opens a path a model names. :func:`tensor_array` decodes one tensor with those checks.
 """
@@ -64,7 +65,10 @@ def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx
     model-local functions) is then checked: external data must live inside the model's folder
     (an absolute location or one that escapes the folder through ``../`` or a symlink is
     refused) and is read into the model here, so onnxruntime never opens a file; each tensor's
-    data must match its type and dims, and float data must be finite. IR version and opset must
+    data must match its type and dims, and float data must be finite — except that ``±inf`` (never
+    NaN) may fill a constant of the main graph whose every use is a selection or an additive mask
+    (:class:`_InfPolicy`: ``Where`` branches, ``Add``/``Sub``/``Max``/``Min``, ``Clip`` bounds,
+    comparisons), as the TorchScript exporter writes for attention masks. IR version and opset must
     be ones onnx knows. Raises :class:`ModelLoadError` (or :class:`UnsupportedModelError` for an
     opset) naming the file, tensor or version.
     """
@@ -86,10 +90,11 @@ def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx
     if not model.graph.node:
         raise ModelLoadError(f"{where} has no graph nodes: not an ONNX model file (or an empty one)")
     _check_versions(model, where)
-    _check_nodes(model)
-    _check_tensors(model, data if not isinstance(source, onnx.ModelProto) else None)
-    for t, where_t in _load_external(model, base):
-        _check_tensor(t, where_t)
+    policy = _InfPolicy(model)
+    _check_nodes(model, policy)
+    _check_tensors(model, data if not isinstance(source, onnx.ModelProto) else None, policy)
+    for t, where_t, key in _load_external(model, base):
+        _check_tensor(t, where_t, policy.inf_ok(key))
     return model
 
 
@@ -126,6 +131,14 @@ def _check_versions(model: onnx.ModelProto, where: str) -> None:
 def _tensor_sites(model: onnx.ModelProto, initializers: bool = True) -> Iterator[tuple[onnx.TensorProto, str]]:
     """Every TensorProto of the model and where it lives (for error messages); without the main
     graph's initializers when ``initializers`` is False."""
+    for t, where, _ in _keyed_sites(model, initializers):
+        yield t, where
+
+
+def _keyed_sites(model: onnx.ModelProto, initializers: bool = True
+                 ) -> Iterator[tuple[onnx.TensorProto, str, str | None]]:
+    """:func:`_tensor_sites` with a key: the main-graph tensor the value defines (an initializer's
+    name, the output of a ``Constant`` or ``ConstantOfShape`` holding it), None elsewhere."""
     yield from _graph_sites(model.graph, "", initializers)
     for f in model.functions:
         yield from _node_sites(f.node, f" in function {f.name!r}")
@@ -134,12 +147,14 @@ def _tensor_sites(model: onnx.ModelProto, initializers: bool = True) -> Iterator
         yield from _graph_sites(info.algorithm, f" in training_info[{k}].algorithm")
 
 
-def _graph_sites(g: onnx.GraphProto, ctx: str, initializers: bool = True) -> Iterator[tuple[onnx.TensorProto, str]]:
+def _graph_sites(g: onnx.GraphProto, ctx: str, initializers: bool = True
+                 ) -> Iterator[tuple[onnx.TensorProto, str, str | None]]:
+    main = ctx == ""
     for t in g.initializer if initializers else ():
-        yield t, f"initializer {t.name!r}{ctx}"
+        yield t, f"initializer {t.name!r}{ctx}", t.name if main else None
     for s in g.sparse_initializer:
-        yield s.values, f"sparse initializer {s.values.name!r}{ctx}"
-        yield s.indices, f"indices of sparse initializer {s.values.name!r}{ctx}"
+        yield s.values, f"sparse initializer {s.values.name!r}{ctx}", None
+        yield s.indices, f"indices of sparse initializer {s.values.name!r}{ctx}", None
     yield from _node_sites(g.node, ctx)
 
 
@@ -147,7 +162,10 @@ def _node_label(node: onnx.NodeProto) -> str:
     return f"node {node.name or (node.output[0] if node.output else '')!r} ({node.op_type})"
 
 
-def _node_sites(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onnx.TensorProto, str]]:
+_VALUE_NODES = {"Constant", "ConstantOfShape"}  # nodes whose output is made of their 'value' attribute
+
+
+def _node_sites(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onnx.TensorProto, str, str | None]]:
     # every tensor-holding field is looked at, whatever the attribute's declared type says
     for node in nodes:
         for a in node.attribute:
@@ -158,22 +176,118 @@ def _node_sites(nodes: Iterable[onnx.NodeProto], ctx: str) -> Iterator[tuple[onn
                 continue
             here = f"attribute {a.name!r} of {_node_label(node)}{ctx}"
             if has_t:
-                yield a.t, f"tensor {a.t.name!r} in {here}" if a.t.name else f"tensor in {here}"
+                key = node.output[0] if (ctx == "" and a.name == "value" and node.op_type in _VALUE_NODES
+                                         and node.domain in ("", "ai.onnx") and len(node.output) == 1) else None
+                yield a.t, f"tensor {a.t.name!r} in {here}" if a.t.name else f"tensor in {here}", key
             for k, t in enumerate(a.tensors):
-                yield t, f"tensor {k} ({t.name!r}) in {here}"
+                yield t, f"tensor {k} ({t.name!r}) in {here}", None
             for k, s in enumerate(sparse):
-                yield s.values, f"sparse tensor {k} ({s.values.name!r}) in {here}"
-                yield s.indices, f"indices of sparse tensor {k} ({s.values.name!r}) in {here}"
+                yield s.values, f"sparse tensor {k} ({s.values.name!r}) in {here}", None
+                yield s.indices, f"indices of sparse tensor {k} ({s.values.name!r}) in {here}", None
             for g in subs:
                 yield from _graph_sites(g, f" in sub-graph {g.name!r} of {_node_label(node)}{ctx}")
 
 
-def _check_nodes(model: onnx.ModelProto) -> None:
+# where ±inf may be used: op → the input positions (None: any) that may read an infinite constant
+_INF_SINKS: dict[str, set[int] | None] = {
+    "Where": {1, 2},  # a branch (masked_fill), never the condition
+    "Add": None, "Sub": None, "Max": None, "Min": None,  # additive masks, bounds
+    "Clip": {1, 2},
+    "Equal": None, "Less": None, "LessOrEqual": None, "Greater": None, "GreaterOrEqual": None,
+}
+# ops that only move or copy values: the infinite values go on to their output's uses
+_INF_MOVES: dict[str, set[int] | None] = {
+    "Identity": {0}, "Reshape": {0}, "Unsqueeze": {0}, "Squeeze": {0}, "Flatten": {0}, "Expand": {0},
+    "Transpose": {0}, "Slice": {0}, "Gather": {0}, "Tile": {0}, "Concat": None, "Cast": {0}, "CastLike": {0},
+}
+_FLOAT_CASTS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+class _InfPolicy:
+    """Which constants of the model may hold ``±inf``: mask and fill values, not weights.
+
+    Exporters write ``-inf`` for the fill of an attention mask (``Where(mask, -inf, 0)``, an
+    additive mask, a clamp bound). A constant of the main graph (initializer, ``Constant``,
+    ``ConstantOfShape`` value) may hold ``±inf`` if every use of it — followed through ops that
+    only move values (reshapes, ``Expand``, ``Gather``, ``Concat``, casts to float types) — is a
+    ``Where`` branch, ``Add``/``Sub``/``Max``/``Min``, a ``Clip`` bound or a comparison, and it
+    has at least one use. Anything else — a weight of a ``Conv``/``Gemm``/``MatMul``, a ``Mul``
+    factor, a ``Where`` condition, a graph output, a value read inside a sub-graph or a function —
+    is refused as before. The uses are collected once, on the first infinite constant.
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self._uses: dict[str, list[tuple[onnx.NodeProto | None, int]]] | None = None
+
+    def inf_ok(self, key: str | None) -> Callable[[], bool] | None:
+        """A check for the constant ``key`` (None: the site may never hold ±inf)."""
+        return None if key is None else (lambda: self.allows(key))
+
+    def _collect(self) -> dict[str, list[tuple[onnx.NodeProto | None, int]]]:
+        uses: dict[str, list[tuple[onnx.NodeProto | None, int]]] = {}
+        g = self.model.graph
+        for node in g.node:
+            for k, name in enumerate(node.input):
+                if name:
+                    uses.setdefault(name, []).append((node, k))
+            for a in node.attribute:  # a sub-graph may read any outer tensor by name: a use of unknown kind
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    for name in _subgraph_reads(sub):
+                        uses.setdefault(name, []).append((None, -1))
+        for o in g.output:
+            uses.setdefault(o.name, []).append((None, -1))
+        return uses
+
+    def allows(self, name: str) -> bool:
+        """True if the tensor ``name`` of the main graph is used only where ``±inf`` is a mask or fill value."""
+        if self._uses is None:
+            self._uses = self._collect()
+        uses = self._uses
+        if not uses.get(name):
+            return False
+        stack, seen = [name], {name}
+        while stack:
+            t = stack.pop()
+            for node, k in uses.get(t, []):
+                if node is None or node.domain not in ("", "ai.onnx"):
+                    return False
+                op = node.op_type
+                if op in _INF_SINKS:
+                    where = _INF_SINKS[op]
+                    if where is not None and k not in where:
+                        return False
+                    continue
+                where = _INF_MOVES.get(op, set())
+                if (where is not None and k not in where) or not node.output:
+                    return False
+                if op == "Cast" and next((a.i for a in node.attribute if a.name == "to"), 0) not in _FLOAT_CASTS:
+                    return False
+                for o in node.output:
+                    if not o or not uses.get(o):
+                        return False  # moved into a tensor nothing reads: no mask
+                    if o not in seen:
+                        seen.add(o)
+                        stack.append(o)
+        return True
+
+
+def _subgraph_reads(g: onnx.GraphProto) -> Iterator[str]:
+    """Every tensor name the nodes of ``g`` and of its nested sub-graphs read."""
+    for node in g.node:
+        yield from (i for i in node.input if i)
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _subgraph_reads(sub)
+
+
+def _check_nodes(model: onnx.ModelProto, policy: _InfPolicy | None = None) -> None:
     """Every name the engine reads is text, and every float attribute is finite.
 
     Protobuf hands back ``bytes`` for a string field that is not valid UTF-8; such a model is
     refused here instead of failing somewhere later. Float attributes (``Constant`` values,
-    alphas, epsilons) must be finite like the weights.
+    alphas, epsilons) must be finite like the weights; a main-graph ``Constant``'s
+    ``value_float(s)`` may be ``±inf`` where ``policy`` allows it (a mask fill).
     """
     def text(value: object, what: str) -> None:
         if type(value) is not str:
@@ -188,7 +302,9 @@ def _check_nodes(model: onnx.ModelProto) -> None:
             for a in node.attribute:
                 if a.HasField("f") or len(a.floats):
                     values = np.array([a.f, *a.floats], np.float64)
-                    if not np.all(np.isfinite(values)):
+                    fill = (policy is not None and ctx == "" and node.op_type == "Constant" and len(node.output) == 1
+                            and a.name in ("value_float", "value_floats") and not np.any(np.isnan(values)))
+                    if not np.all(np.isfinite(values)) and not (fill and policy.allows(node.output[0])):
                         raise ModelLoadError(
                             f"attribute {a.name!r} of {_node_label(node)}{ctx} is not finite ({values.tolist()[:4]}); "
                             "refused"
@@ -211,17 +327,17 @@ def _uses_external(t: onnx.TensorProto) -> bool:
 _MAX_EXTERNAL_BYTES = 2**44  # external data files may exceed the protobuf limit; reads are bounded by offsets
 
 
-def _load_external(model: onnx.ModelProto, base: Path | None) -> list[tuple[onnx.TensorProto, str]]:
+def _load_external(model: onnx.ModelProto, base: Path | None) -> list[tuple[onnx.TensorProto, str, str | None]]:
     """Read every external tensor's bytes into the model, each from a file confined to ``base``;
-    returns the tensors read (and where they live)."""
-    external = [(t, where) for t, where in _tensor_sites(model) if _uses_external(t)]
+    returns the tensors read, where they live and their key (see :func:`_keyed_sites`)."""
+    external = [(t, where, key) for t, where, key in _keyed_sites(model) if _uses_external(t)]
     if not external:
         return []
     if base is None:
         raise ModelLoadError(
             f"{external[0][1]} has external data; load the model from its file path so the data can be found"
         )
-    for t, where in external:
+    for t, where, _ in external:
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location")
         if not location:
@@ -298,8 +414,9 @@ def tensor_array(t: onnx.TensorProto, where: str) -> np.ndarray:
         ) from None
 
 
-def _check_tensors(model: onnx.ModelProto, data: bytes | None = None) -> None:
-    """Every tensor's data fits its type and dims; every float tensor and float attribute is finite.
+def _check_tensors(model: onnx.ModelProto, data: bytes | None = None, policy: _InfPolicy | None = None) -> None:
+    """Every tensor's data fits its type and dims; every float tensor is finite (``±inf`` only where
+    ``policy`` allows it: mask and fill constants).
 
     External tensors are skipped (checked once read). With the serialized model ``data``, the
     raw bytes of the top-level initializers are checked where they lie in ``data`` (no copy out
@@ -313,8 +430,9 @@ def _check_tensors(model: onnx.ModelProto, data: bytes | None = None) -> None:
         span = spans[k][1] if spans is not None else None
         if _uses_external(t):
             continue
+        inf_ok = policy.inf_ok(t.name) if policy is not None else None
         if span is None or t.data_type not in _NATIVE or not t.HasField("raw_data"):
-            _check_tensor(t, f"initializer {t.name!r}")
+            _check_tensor(t, f"initializer {t.name!r}", inf_ok)
             continue
         where = f"initializer {t.name!r}"
         dims = [int(d) for d in t.dims]
@@ -329,16 +447,16 @@ def _check_tensors(model: onnx.ModelProto, data: bytes | None = None) -> None:
                 f"shape {dims} ({count} elements); the data does not match the declared type and shape"
             )
         if t.data_type in _FLOAT_TYPES and count:
-            _check_finite(np.frombuffer(data, dtype, count, offset), where)  # type: ignore[arg-type]
-    for t, where in _tensor_sites(model, initializers=False):
+            _check_finite(np.frombuffer(data, dtype, count, offset), where, inf_ok)  # type: ignore[arg-type]
+    for t, where, key in _keyed_sites(model, initializers=False):
         if not _uses_external(t):
-            _check_tensor(t, where)
+            _check_tensor(t, where, policy.inf_ok(key) if policy is not None else None)
 
 
-def _check_tensor(t: onnx.TensorProto, where: str) -> None:
+def _check_tensor(t: onnx.TensorProto, where: str, inf_ok: Callable[[], bool] | None = None) -> None:
     arr = tensor_array(t, where)
     if t.data_type in _FLOAT_TYPES and arr.size:
-        _check_finite(arr, where)
+        _check_finite(arr, where, inf_ok)
 
 
 _NATIVE = {  # little-endian dtypes of the raw data of the common numeric types
@@ -410,8 +528,11 @@ def _raw_spans(data: bytes) -> list[tuple[str, tuple[int, int] | None]] | None:
     return spans
 
 
-def _check_finite(arr: np.ndarray, where: str) -> None:
-    """Refuse NaN/Inf in ``arr``, saying how many values are bad (one ``isfinite`` pass when all are finite)."""
+def _check_finite(arr: np.ndarray, where: str, inf_ok: Callable[[], bool] | None = None) -> None:
+    """Refuse NaN/Inf in ``arr``, saying how many values are bad (one ``isfinite`` pass when all are finite).
+
+    ``±inf`` without NaN in a real tensor passes when ``inf_ok()`` says so (a mask or fill constant).
+    """
     if arr.dtype.kind not in "fc":
         arr = arr.astype(np.float32)  # bfloat16 / float8 types of ml_dtypes
     finite = np.isfinite(arr)
@@ -419,9 +540,13 @@ def _check_finite(arr: np.ndarray, where: str) -> None:
         return
     bad = int(finite.size - np.count_nonzero(finite))
     nan = int(np.count_nonzero(np.isnan(arr)))
+    if nan == 0 and arr.dtype.kind == "f" and inf_ok is not None and inf_ok():
+        return
+    hint = ("; ±inf is accepted only in mask and fill constants (used by Where branches, Add/Sub/Max/Min, Clip "
+            "bounds, comparisons)") if nan == 0 else ""
     raise ModelLoadError(
         f"{where} has {bad} non-finite value{'s' if bad != 1 else ''} of {arr.size} "
-        f"({nan} NaN, {bad - nan} infinite); refused"
+        f"({nan} NaN, {bad - nan} infinite); refused{hint}"
     )
 
 

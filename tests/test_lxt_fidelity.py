@@ -11,9 +11,10 @@
   Same tolerance, on the (L, D) maps and on the per-token sums. Measured: ≤ 7.6e-7 for both methods, targets and
   exporters (LXT's own float32 error ≤ 4.4e-7); relevance at the padded tokens is exactly 0 in LXT and in onnxlrp.
   Live, when ``torch``, ``transformers`` and ``lxt`` are importable: another tiny BERT and padding, TorchScript
-  export, LXT recomputed here. The same BERT with SDPA attention (``transformers``' default), both exporters, is an
-  expected failure: refused on the ``-inf`` mask constant (TorchScript) and the ``IsNaN``/``Where`` NaN guard after
-  the softmax (both) — strict, so a fix that makes it match LXT turns it into a failure to remove the mark.
+  export, LXT recomputed here. The same BERT with SDPA attention (``transformers``' default), both exporters, matches
+  LXT with the same tolerance: its ``-inf`` mask constant (TorchScript) loads as a mask fill, and the NaN guard
+  ``Where(IsNaN(softmax), 0, softmax)`` after the softmax (both) is read as an identity. Measured: attnlrp 2.96e-7,
+  cp_lrp 5.11e-7 (both exporters; the eager exports' numbers).
 * Live, when ``torch`` and ``lxt`` are importable: an attention block without LayerNorm built in
   torch (separate q/k/v projections, softmax attention, GELU MLP, a SiLU-gated unit, residuals),
   exported by the TorchScript exporter, its LXT references computed here in float64 (and float32,
@@ -32,7 +33,7 @@ import helpers_onnx as H
 import numpy as np
 import pytest
 
-from onnxlrp import Explainer, ModelLoadError, UnsupportedModelError
+from onnxlrp import Explainer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -86,12 +87,9 @@ def test_vit_matches_lxt(exporter: str) -> None:
 
 BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # the SDPA twins (transformers' default attention): both exporters write the SDPA decomposition's NaN guard
-# Where(IsNaN(softmax), 0, softmax) (refused: IsNaN, a run-time Where), TorchScript also a -inf Constant for the
-# mask fill (refused on loading as a non-finite tensor)
+# Where(IsNaN(softmax), 0, softmax) (read as an identity, onnxlrp.graph.nan_guards), TorchScript also a -inf Constant
+# for the mask fill (a mask fill: loads, onnxlrp.loading._InfPolicy)
 SDPA = ("sdpa_torchscript", "sdpa_dynamo")
-SDPA_REFUSED = pytest.mark.xfail(raises=(ModelLoadError, UnsupportedModelError), strict=True,
-                                 reason="SDPA export: -inf mask constant (TorchScript) and the IsNaN/Where NaN guard "
-                                        "after the softmax (both exporters) are refused")
 
 
 def _bert_feeds(ref: dict[str, np.ndarray] | np.lib.npyio.NpzFile) -> dict[str, np.ndarray]:
@@ -140,7 +138,7 @@ def test_bert_explains_the_word_embeddings() -> None:
         assert producer.op_type == "Gather" and tables[producer.input[0]] == [100, 32], (e, producer)
 
 
-@pytest.mark.parametrize("exporter", [*EXPORTERS, *(pytest.param(e, marks=SDPA_REFUSED) for e in SDPA)])
+@pytest.mark.parametrize("exporter", [*EXPORTERS, *SDPA])
 def test_bert_matches_lxt(exporter: str) -> None:
     ref = np.load(FIXTURES / "lxt_bert_ref.npz")
     feeds = _bert_feeds(ref)
