@@ -15,7 +15,7 @@ folding, layers, rules — is the single-input engine's, exact for those inputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import InputError, UnsupportedModelError
+from .graph import PreparedModel
 
 _FLOAT = onnx.TensorProto.FLOAT
 _INTS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
@@ -248,20 +249,47 @@ def specialise(model: onnx.ModelProto, plan: InputPlan, feeds: Mapping[str, np.n
     vis = [v for v in g.value_info if v.name != plan.explained]
     del g.value_info[:]
     g.value_info.extend(vis)
-    _fold_gather_elements(m)
+    _fold_gather_elements(m, set(constants))
     return m
 
 
-def _fold_gather_elements(m: onnx.ModelProto) -> None:
-    """Replace each ``GatherElements`` of initializers by its value (in place).
+def rebind(prepared: PreparedModel, plan: InputPlan, feeds: Mapping[str, np.ndarray]) -> PreparedModel:
+    """A specialisation's prepared model (see :func:`specialise`) with the fixed inputs' constants set to ``feeds``.
+
+    Everything else is shared with ``prepared`` (the weights are detached, so the copy is small):
+    the next call's model without copying, checking and preparing the whole model again. The
+    feeds must have the shapes of the specialisation's.
+    """
+    import dataclasses
+
+    values = run_time_feeds(plan, feeds)
+    m = onnx.ModelProto()
+    m.CopyFrom(prepared.model)
+    weights = dict(prepared.weights)
+    for t in m.graph.initializer:
+        if t.name not in values:
+            continue
+        new = np.asarray(values[t.name])
+        if tuple(t.dims) != new.shape or t.data_type != helper.np_dtype_to_tensor_dtype(new.dtype):
+            raise InputError(f"input {t.name!r} has shape {list(new.shape)}; this specialisation holds "
+                             f"{list(t.dims)}")
+        if t.name in weights:  # detached: the stub stays, the value is swapped
+            weights[t.name] = new
+        else:
+            t.CopyFrom(numpy_helper.from_array(new, t.name))
+    return dataclasses.replace(prepared, model=m, weights=weights)
+
+
+def _fold_gather_elements(m: onnx.ModelProto, keep: Collection[str] = ()) -> None:
+    """Replace each ``GatherElements`` of initializers (other than those named in ``keep``) by its value, in place.
 
     The dynamo exporter writes BERT's default token types as ``GatherElements`` of a buffer; ONNX's
     reference evaluator (onnx 1.23), which folds constants for the layer graph, fails on it, and the
     graph would then go through onnxruntime's canonicalisation (a session per specialisation).
     """
     g = m.graph
-    values = {t.name: t for t in g.initializer}
-    keep = []
+    values = {t.name: t for t in g.initializer if t.name not in keep}
+    kept = []
     for node in g.node:
         if node.op_type == "GatherElements" and len(node.input) == 2 and all(i in values for i in node.input) \
                 and values[node.input[0]].data_location != onnx.TensorProto.EXTERNAL:
@@ -271,16 +299,16 @@ def _fold_gather_elements(m: onnx.ModelProto) -> None:
                 index = np.where(index < 0, index + data.shape[axis], index)
                 out = np.take_along_axis(data, index.astype(np.int64), axis=axis)
             except (IndexError, ValueError, np.exceptions.AxisError):
-                keep.append(node)
+                kept.append(node)
                 continue
             t = numpy_helper.from_array(np.ascontiguousarray(out), node.output[0])
             g.initializer.append(t)
             values[t.name] = t
             continue
-        keep.append(node)
-    if len(keep) != len(g.node):
+        kept.append(node)
+    if len(kept) != len(g.node):
         del g.node[:]
-        g.node.extend(keep)
+        g.node.extend(kept)
 
 
 def runtime_model(model: onnx.ModelProto, plan: InputPlan) -> onnx.ModelProto:
@@ -326,4 +354,4 @@ def feeds_key(feeds: Mapping[str, np.ndarray], names: list[str]) -> tuple[Any, .
 
 
 __all__ = ["InputPlan", "check_feeds", "choose_input", "feeds_key", "front_model", "graph_inputs", "needs_plan",
-           "run_time_feeds", "runtime_model", "specialise"]
+           "rebind", "run_time_feeds", "runtime_model", "specialise"]
