@@ -24,7 +24,7 @@ from . import cam, propagation, sampling
 from .accel import OrtConvKernels
 from .backend import Backend, get_backend
 from .errors import InputError, ModelLoadError, UnsupportedModelError
-from .graph import load_model, prepare
+from .graph import PreparedModel, load_model, prepare
 from .inputs import (
     InputPlan,
     check_feeds,
@@ -32,6 +32,7 @@ from .inputs import (
     feeds_key,
     front_model,
     needs_plan,
+    rebind,
     run_time_feeds,
     runtime_model,
     specialise,
@@ -82,6 +83,7 @@ class Explainer:
         input: str | None = None,
         _force_canonical: bool = False,
         _forward: Forward | None = None,
+        _prepared: PreparedModel | None = None,
     ) -> None:
         if not isinstance(model, str | os.PathLike | bytes | bytearray | onnx.ModelProto):
             raise ModelLoadError(f"model must be a file path, the model's bytes or an onnx.ModelProto, "
@@ -101,9 +103,9 @@ class Explainer:
         self.threads = None if threads is None else int(threads)
         self._kernels = kernels
         self._output = output
-        proto = load_model(model)
+        proto = load_model(model) if _prepared is None else None  # _prepared: a text model's specialisation
         self.input_plan: InputPlan | None = None
-        if needs_plan(proto) or input is not None:
+        if proto is not None and (needs_plan(proto) or input is not None):
             # several inputs or token ids: each call is explained by a single-input model specialised to the
             # call's fixed inputs (see onnxlrp.inputs)
             self.input_plan = choose_input(proto, input)
@@ -111,12 +113,12 @@ class Explainer:
             self._front: Any = None
             self._inner: OrderedDict[tuple[Any, ...], Explainer] = OrderedDict()
             # one forward session per explained shape, the fixed inputs fed at run time (see _specialised)
-            self._shared: OrderedDict[tuple[int, ...], Forward] = OrderedDict()
+            self._shared: OrderedDict[tuple[int, ...], tuple[PreparedModel, Forward | None]] = OrderedDict()
             self.prepared = None  # type: ignore[assignment]
             self.fixed_batch = None
             self.batch_one = False
             return
-        self.prepared = prepare(proto, output)
+        self.prepared = _prepared if _prepared is not None else prepare(proto, output)  # type: ignore[arg-type]
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
         self._predict_session: Any = None
         self._forwards: dict[str, Any] = {}
@@ -310,15 +312,20 @@ class Explainer:
         key = feeds_key(feeds, names) + (emb.shape,)
         inner = self._inner.get(key)
         if inner is None:
-            # the layers are built for these fixed inputs (constants of a model copy); the forward pass runs on
-            # one session per explained shape that takes them as run-time inputs
-            proto = specialise(self._full_model, plan, feeds, emb.shape)
+            # the layers are built for these fixed inputs (constants of the prepared model); the forward pass runs
+            # on one session per explained shape that takes them as run-time inputs
+            kw = {"device": self.device, "output": self._output, "threads": self.threads, "kernels": self._kernels,
+                  "memory_budget": self.memory_budget}
             shared = self._shared.get(emb.shape)
-            inner = Explainer(proto, device=self.device, output=self._output, threads=self.threads,
-                              kernels=self._kernels, memory_budget=self.memory_budget,
-                              _forward=None if shared is None else shared.bind(run_time_feeds(plan, feeds)))
             if shared is None:
+                inner = Explainer(specialise(self._full_model, plan, feeds, emb.shape), **kw)  # type: ignore[arg-type]
                 self._share_forward(inner, emb.shape)
+            else:
+                template, forward = shared
+                prepared = rebind(template, plan, feeds)
+                inner = Explainer(prepared.model, **kw, _prepared=prepared,  # type: ignore[arg-type]
+                                  _forward=None if forward is None else forward.bind(run_time_feeds(plan, feeds)))
+                self._shared.move_to_end(emb.shape)
             self._inner[key] = inner
             while len(self._inner) > 2:
                 self._inner.popitem(last=False)
@@ -327,18 +334,23 @@ class Explainer:
         return inner, emb
 
     def _share_forward(self, inner: Explainer, shape: tuple[int, ...]) -> None:
-        """Keep a forward session of the whole model (fixed inputs fed at run time) for the explained ``shape``.
+        """Keep, for the explained ``shape``, ``inner``'s prepared model and a forward session of the whole model.
 
-        It exposes the tensors ``inner``'s layers read; later calls with other fixed inputs reuse it.
+        Later calls with other fixed inputs rebind the prepared model's constants to theirs
+        (:func:`~onnxlrp.inputs.rebind`) and run on the session, which takes the fixed inputs at run
+        time and exposes the tensors ``inner``'s layers read (none when ``inner`` took onnxruntime's
+        canonicalisation: its tensors are the canonical graph's).
         """
+        assert self.input_plan is not None
         own = inner._forwards.get("exported")
-        if own is None or self.input_plan is None:  # the canonicalised route: no sharing
-            return
-        try:
-            self._shared[shape] = Forward(runtime_model(self._full_model, self.input_plan), self.input_plan.explained,
-                                          own.output_name, own.names, self.backend, self.threads)
-        except UnsupportedModelError:
-            return
+        forward = None
+        if own is not None:
+            try:
+                forward = Forward(runtime_model(self._full_model, self.input_plan), self.input_plan.explained,
+                                  own.output_name, own.names, self.backend, self.threads)
+            except UnsupportedModelError:
+                forward = None
+        self._shared[shape] = (inner.prepared, forward)
         while len(self._shared) > 2:
             self._shared.popitem(last=False)
 
