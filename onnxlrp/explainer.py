@@ -113,7 +113,7 @@ class Explainer:
             self._front: Any = None
             self._inner: OrderedDict[tuple[Any, ...], Explainer] = OrderedDict()
             # one forward session per explained shape, the fixed inputs fed at run time (see _specialised)
-            self._shared: OrderedDict[tuple[int, ...], tuple[PreparedModel, Forward | None]] = OrderedDict()
+            self._shared: OrderedDict[tuple[tuple[int, ...], ...], tuple[PreparedModel, Forward | None]] = OrderedDict()
             self.prepared = None  # type: ignore[assignment]
             self.fixed_batch = None
             self.batch_one = False
@@ -316,16 +316,17 @@ class Explainer:
             # on one session per explained shape that takes them as run-time inputs
             kw = {"device": self.device, "output": self._output, "threads": self.threads, "kernels": self._kernels,
                   "memory_budget": self.memory_budget}
-            shared = self._shared.get(emb.shape)
+            shapes = (emb.shape,) + tuple(feeds[n].shape for n in plan.fixed)
+            shared = self._shared.get(shapes)
             if shared is None:
                 inner = Explainer(specialise(self._full_model, plan, feeds, emb.shape), **kw)  # type: ignore[arg-type]
-                self._share_forward(inner, emb.shape)
+                self._share_forward(inner, shapes)
             else:
                 template, forward = shared
                 prepared = rebind(template, plan, feeds)
                 inner = Explainer(prepared.model, **kw, _prepared=prepared,  # type: ignore[arg-type]
                                   _forward=None if forward is None else forward.bind(run_time_feeds(plan, feeds)))
-                self._shared.move_to_end(emb.shape)
+                self._shared.move_to_end(shapes)
             self._inner[key] = inner
             while len(self._inner) > 2:
                 self._inner.popitem(last=False)
@@ -333,8 +334,9 @@ class Explainer:
             self._inner.move_to_end(key)
         return inner, emb
 
-    def _share_forward(self, inner: Explainer, shape: tuple[int, ...]) -> None:
-        """Keep, for the explained ``shape``, ``inner``'s prepared model and a forward session of the whole model.
+    def _share_forward(self, inner: Explainer, shapes: tuple[tuple[int, ...], ...]) -> None:
+        """Keep, for these ``shapes`` (explained tensor, fixed inputs), ``inner``'s prepared model and a forward
+        session of the whole model.
 
         Later calls with other fixed inputs rebind the prepared model's constants to theirs
         (:func:`~onnxlrp.inputs.rebind`) and run on the session, which takes the fixed inputs at run
@@ -350,7 +352,7 @@ class Explainer:
                                   own.output_name, own.names, self.backend, self.threads)
             except UnsupportedModelError:
                 forward = None
-        self._shared[shape] = (inner.prepared, forward)
+        self._shared[shapes] = (inner.prepared, forward)
         while len(self._shared) > 2:
             self._shared.popitem(last=False)
 
