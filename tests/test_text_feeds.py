@@ -95,3 +95,16 @@ def test_constant_gather_elements_are_folded() -> None:
     assert [n.op_type for n in folded.graph.node] == ["Add"]
     np.testing.assert_array_equal(H.ort_session(folded).run(None, {"x": x})[0], want)
     np.testing.assert_array_equal(want, x + np.take_along_axis(buf, np.where(idx < 0, idx + 9, idx), 1))
+
+
+def test_large_masks_are_rebound_too() -> None:
+    """Fixed inputs of ≥ 1024 elements are detached weights of the prepared model: rebound by value as well."""
+    ex = Explainer(_text_model(4), device="cpu")
+    ex.explain(_feeds(6, n=200), target=0, method="gradient")
+    feeds = _feeds(7, n=200)
+    got = ex.explain(feeds, target=0, method="lrp_epsilon")
+    want = Explainer(_text_model(4), device="cpu").explain(feeds, target=0, method="lrp_epsilon")
+    assert H.rel_err(got, want) <= 1e-6
+    other = ex.explain({"input_ids": feeds["input_ids"][:7]}, target=0, method="lrp_epsilon")  # another shape
+    np.testing.assert_allclose(other, Explainer(_text_model(4), device="cpu").explain(
+        {"input_ids": feeds["input_ids"][:7]}, target=0, method="lrp_epsilon"), rtol=1e-6, atol=1e-7)
