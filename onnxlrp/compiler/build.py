@@ -20,7 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..backend import Backend
-from ..errors import InputError, OnnxLrpError, UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from ..graph import PreparedModel, opset_of, prepare
 from ..loading import load_model
 from ..methods import METHODS, Method, start_relevance
@@ -99,9 +99,9 @@ def compile_explanation(
     n0 = fixed or batch or MARKER
     try:
         compiled = _build(prepared, m, n0, n0 != MARKER, sample, k, predicted, relu, opts)
-    except (UnsupportedModelError, InputError) as exc:
+    except _PlanError as exc:
         if n0 != MARKER:
-            raise
+            raise UnsupportedModelError(str(exc)) from None
         warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({exc}); compiled for batch 1",
                       RuntimeWarning, stacklevel=2)
         n0 = 1
@@ -120,6 +120,10 @@ def compile_explanation(
             raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
                                         "please report this model")
     return compiled
+
+
+class _PlanError(UnsupportedModelError):
+    """The layer graph could not be built at the tracing batch size."""
 
 
 def _method(name: Any) -> Method:
@@ -194,10 +198,8 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
     """Trace the backward of ``m`` at batch ``n0`` and assemble the compiled model."""
     try:
         plan = Plan(prepared, (n0,) + sample, Backend(np, "cpu"), threads=1)
-    except OnnxLrpError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise UnsupportedModelError(f"the layer graph could not be built: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - at the marker batch size, retried with a fixed batch
+        raise _PlanError(f"the layer graph could not be built for a dynamic batch: {exc}") from None
     graph = plan.graph
     opset = opset_of(plan.model)
     tr = GraphTracer(graph.input_name, opset)

@@ -81,6 +81,7 @@ class Traced:
         self.dtype = np.dtype(dtype)
         self.const = const
         self.sign = sign
+        self.fill: float | None = None  # set by zeros/ones/full: a constant fill (slice assignment is a Pad)
 
     # -- static facts --------------------------------------------------------------------------
     @property
@@ -109,6 +110,7 @@ class Traced:
         return f"Traced({what}, shape={list(self.shape)}, {self.dtype})"
 
     def _rebind(self, other: Traced) -> Traced:
+        self.fill = None  # no longer a constant fill
         self.name, self.shape, self.dtype, self.const, self.sign = (
             other.name, other.shape, other.dtype, other.const, other.sign)
         return self
@@ -381,15 +383,16 @@ class Tracer:
         dtype = np.dtype(dtype or np.float32)
         batch = [i for i, d in enumerate(shape) if _is_batch(d)]
         if not batch:
-            return self.wrap(np.full(shape, value, dtype=dtype))
-        # the same value for every sample: a constant with broadcastable size-1 batch axes where possible
-        if all(shape[i] == MARKER for i in batch):
+            t = self.wrap(np.full(shape, value, dtype=dtype))
+        elif all(shape[i] == MARKER for i in batch):
+            # the same value for every sample: a constant with size-1 batch axes, broadcast at run time
             small = tuple(1 if i in batch else d for i, d in enumerate(shape))
-            t = self.wrap(np.full(small, value, dtype=dtype))
-            return self.broadcast_to(t, shape)
-        val = numpy_helper.from_array(np.asarray([value], dtype=dtype), "value")
-        out = self.node("ConstantOfShape", [self.dims(shape)], value=val)[0]
-        return Traced(self, out, shape, dtype)
+            t = self.broadcast_to(self.wrap(np.full(small, value, dtype=dtype)), shape)
+        else:
+            val = numpy_helper.from_array(np.asarray([value], dtype=dtype), "value")
+            t = Traced(self, self.node("ConstantOfShape", [self.dims(shape)], value=val)[0], shape, dtype)
+        t.fill = value
+        return t
 
     def zeros(self, shape: Any, dtype: Any = None) -> Traced:
         """Zeros."""
@@ -771,11 +774,53 @@ class Tracer:
         return r
 
     def setitem(self, t: Traced, key: Any, value: Any) -> None:
-        """``t[mask] = value`` for a boolean mask shaped like ``t`` (NumPy's masked assignment)."""
+        """``t[mask] = value`` for a boolean mask, or ``t[slices] = value`` for unit-step slices (a ``Pad`` of
+        the value, merged with ``t`` by a constant mask unless ``t`` is a constant fill)."""
         if isinstance(key, Traced) and key.dtype == np.bool_:
             t._rebind(self.where(key, self.wrap(value).astype(t.dtype), t))
             return
-        raise TraceError("slice assignment into a traced tensor (use a kernel primitive)")
+        if not isinstance(key, tuple):
+            key = (key,)
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (t.ndim - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (t.ndim - len(key))
+        if len(key) != t.ndim or not all(isinstance(k, slice) for k in key):
+            raise TraceError("assignment into a traced tensor with an index that is not unit-step slices")
+        ranges = [range(d)[k] for d, k in zip(t.shape, key, strict=True)]
+        if any(r.step < 1 for r in ranges):
+            raise TraceError("assignment into a reversed slice of a traced tensor")
+        region = tuple(len(r) for r in ranges)
+        v = self.wrap(value).astype(t.dtype)
+        if v.shape != region:
+            v = self.broadcast_to(v, region)
+        fill = t.fill
+        placed = self._place(v, ranges, t.shape, 0.0 if fill is None else fill)
+        if fill is not None:
+            t._rebind(placed)
+            return
+        mask_shape = tuple(1 if _is_batch(d) and len(r) == d else d for d, r in zip(t.shape, ranges, strict=True))
+        mask = np.zeros(mask_shape, bool)
+        mask[tuple(slice(0, 1) if m == 1 and _is_batch(d) else slice(r.start, r.stop, r.step)
+                   for m, d, r in zip(mask_shape, t.shape, ranges, strict=True))] = True
+        t._rebind(self.where(mask, placed, t))
+
+    def _place(self, v: Traced, ranges: list[range], shape: tuple[int, ...], fill: float) -> Traced:
+        """``v`` written at positions ``ranges`` (positive steps) of a tensor of ``shape`` filled with ``fill``."""
+        for a, r in enumerate(ranges):
+            if r.step > 1 and len(r) > 1:  # interleave step−1 fill values after every element, drop the tail
+                n = len(r)
+                e = self.expand_dims(v, a + 1)
+                gap = self.full(e.shape[: a + 1] + (r.step - 1,) + e.shape[a + 2:], fill, v.dtype)
+                inter = self.concatenate([e, gap], axis=a + 1)
+                inter = self.reshape(inter, v.shape[:a] + (n * r.step,) + v.shape[a + 1:])
+                key = (slice(None),) * a + (slice(0, (n - 1) * r.step + 1),)
+                v = self.getitem(inter, key)
+        widths = []
+        for d, r, cur in zip(shape, ranges, v.shape, strict=True):
+            begin = r.start if len(r) else 0
+            widths.append((begin, d - begin - cur))
+        return self.pad(v, widths, constant_values=fill)
 
     # -- reductions ----------------------------------------------------------------------------
     def _axes(self, t: Traced, axis: Any) -> list[int]:

@@ -53,8 +53,8 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
         for key in ("low", "high"):
             if key in options:
                 options[key] = np.broadcast_to(options[key][:1], x.shape)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 if predicted or k == 1:
                     ref = ex.explain(x, None if predicted else tg, method, relu=relu, **options)
@@ -62,14 +62,30 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
                     ref = np.stack([ex.explain(x, tg[:, j], method, relu=relu, **options) for j in range(k)])
             except OnnxLrpError as exc:
                 return f"the engine could not explain the check input: {exc}"
+        from ..propagation import RelevanceWarning
+
+        unstable = any(issubclass(w.category, RelevanceWarning) for w in caught)
         try:
             logits, heat = run_compiled(compiled, x, tg)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
             return f"onnxruntime could not run it at batch {n}: {str(exc)[:300]}"
         err = float(np.max(np.abs(heat - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
         lerr = float(np.max(np.abs(logits.reshape(n, -1) - logits_ref.reshape(n, -1))))
-        if not np.isfinite(err) or err > TOLERANCE or lerr > 1e-3 * max(1.0, float(np.abs(logits_ref).max())):
-            return f"batch {n}: heatmap relative error {err:.3g}, logits error {lerr:.3g}"
+        if lerr > 1e-3 * max(1.0, float(np.abs(logits_ref).max())):
+            return f"batch {n}: logits differ by {lerr:.3g}"
+        if np.isfinite(err) and err <= TOLERANCE:
+            continue
+        if unstable:  # the map's relevance blew up: rounding is amplified without bound, no comparison holds
+            continue
+        if k == 1 and not predicted and not relu:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                same = same_forward_error(compiled, ex, x, tg, method, {
+                    key: v for key, v in options.items()})
+            if same <= TOLERANCE:  # a float32 tie: the two forwards rounded a ReLU/max-pool decision differently
+                continue
+            return f"batch {n}: heatmap relative error {err:.3g} ({same:.3g} on the same forward tensors)"
+        return f"batch {n}: heatmap relative error {err:.3g}"
     return ""
 
 
