@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -67,10 +68,8 @@ class PreparedModel:
 
 @_gc_paused
 def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
-    """Pick the explained input and output, strip a trailing Softmax/LogSoftmax, prune the rest.
-
-    NaN guards ``Where(IsNaN(x), c, x)`` become ``Identity(x)`` (see :func:`nan_guards`).
-    """
+    """Pick the explained input and output, strip a trailing Softmax/LogSoftmax (and a NaN guard after
+    it, see :func:`nan_guard`), prune the rest."""
     g = model.graph
     inits = {t.name for t in g.initializer}
     inputs = [i for i in g.input if i.name not in inits]
@@ -117,9 +116,6 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
 
     io = [(_reads(n), list(n.output)) for n in g.node]
     order, producer = _topological_order(g, io)
-    guards = nan_guards(g, producer)
-    for k, x in guards.items():  # a guard reads only the tensor it guards: its IsNaN is pruned with it
-        io[k] = ([x], io[k][1])
     explained, stripped = chosen, None
     name = chosen
     for _ in range(8):  # walk back over identities to a softmax
@@ -127,8 +123,9 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
         if k is None:
             break
         node = g.node[k]
-        if k in guards:
-            name = guards[k]
+        guarded = _proto_guard(g, node, producer)
+        if guarded is not None:  # Softmax → NaN guard at the output: the guard goes with the softmax
+            name = guarded
             continue
         if node.op_type in ("Identity",) and node.input:
             name = node.input[0]
@@ -144,11 +141,6 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     nodes = [ng.node[k] for k in (order if order is not None else range(len(io))) if k in keep]
     del ng.node[:]
     ng.node.extend(nodes)
-    if guards:
-        guarded = {g.node[k].output[0]: x for k, x in guards.items()}
-        for node in ng.node:
-            if node.op_type == "Where" and node.output and node.output[0] in guarded:
-                _as_identity(node, guarded[node.output[0]])
     inits = [t for t in ng.initializer if t.name in used]
     del ng.initializer[:]
     ng.initializer.extend(inits)
@@ -166,24 +158,52 @@ _GUARD_TESTS = {"IsNaN", "IsInf"}
 _RANK_ONE_UP = {"Softmax", "LogSoftmax", "Gemm", "Conv", "Concat", "Flatten", "LayerNormalization"}  # rank ≥ 1
 
 
-def nan_guards(g: onnx.GraphProto, producer: dict[str, int]) -> dict[int, str]:
-    """The NaN/Inf guards of the graph: node index of each ``Where`` that is one → the tensor it guards.
+def nan_guard(node: onnx.NodeProto, producer: Callable[[str], onnx.NodeProto | None],
+              fill_rank: Callable[[str], int | None], rank_at_least: Callable[[str, int], bool]) -> str | None:
+    """The tensor ``x`` that ``node`` guards, if it is a NaN/Inf guard; else None.
 
     A guard is ``Where(IsNaN(x), c, x)`` or ``Where(Not(IsNaN(x)), x, c)`` (``IsInf`` likewise) with
-    ``c`` a constant of one element (an initializer or a ``Constant``) whose rank does not exceed
-    ``x``'s: it equals ``x`` wherever ``x`` is not NaN (not infinite), so it is an identity on every
-    input where the model is defined. PyTorch's SDPA decomposition writes one after the softmax of
-    attention (a fully masked row gives NaN there, replaced by 0). The layer graph treats the guard as
-    ``Identity(x)``: where ``x`` would be NaN the explained forward gives NaN, which is refused
-    (non-finite scores or relevance), never explained as if the guard had not fired.
+    ``c`` a float constant of one element whose rank does not exceed ``x``'s: it equals ``x``
+    wherever ``x`` is not NaN (not infinite). PyTorch's SDPA decomposition writes one after the
+    softmax of attention (a fully masked row gives NaN there, replaced by 0). ``producer(name)``
+    gives the node writing a tensor, ``fill_rank(name)`` the rank of a one-element float constant
+    (None if the tensor is none), ``rank_at_least(name, r)`` whether a tensor has rank ≥ r.
+
+    The layer graph reads a guard as ``Identity(x)`` (:func:`build_graph`); the forward pass keeps
+    it, so predictions are the model's. Where the guard fires, ``x`` holds NaN and the explanation is
+    refused (non-finite relevance), never made as if the guard had not fired.
     """
+    if node.op_type != "Where" or node.domain not in ("", "ai.onnx") or len(node.input) != 3:
+        return None
+    cond, a, b = node.input
+    test = producer(cond)
+    negated = False
+    if test is not None and test.op_type == "Not" and test.domain in ("", "ai.onnx") and test.input:
+        negated, test = True, producer(test.input[0])
+    if test is None or test.op_type not in _GUARD_TESTS or test.domain not in ("", "ai.onnx") or not test.input:
+        return None
+    x = test.input[0]
+    fill, kept = (b, a) if negated else (a, b)
+    if not x or kept != x:
+        return None
+    r = fill_rank(fill)
+    return x if r is not None and rank_at_least(x, r) else None
+
+
+def _proto_guard(g: onnx.GraphProto, node: onnx.NodeProto, producer: dict[str, int]) -> str | None:
+    """:func:`nan_guard` on the model as exported (no shapes: a rank-1 fill needs ``x`` from an op of rank ≥ 1)."""
+    if node.op_type != "Where":
+        return None
     inits = {t.name: t for t in g.initializer}
 
-    def one_element(name: str) -> int | None:  # the rank of a one-element float constant, else None
+    def prod(name: str) -> onnx.NodeProto | None:
+        return g.node[producer[name]] if name in producer else None
+
+    def fill_rank(name: str) -> int | None:
         t = inits.get(name)
-        if t is None and name in producer:
-            node = g.node[producer[name]]
-            if node.op_type != "Constant" or len(node.attribute) != 1:
+        if t is None:
+            node = prod(name)
+            if node is None or node.op_type != "Constant" or len(node.attribute) != 1:
                 return None
             a = node.attribute[0]
             if a.name == "value_float":
@@ -193,44 +213,11 @@ def nan_guards(g: onnx.GraphProto, producer: dict[str, int]) -> dict[int, str]:
             return None
         return len(t.dims)
 
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*g.input, *g.value_info, *g.output]
-             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
-
     def rank_at_least(name: str, r: int) -> bool:
-        if r == 0 or ranks.get(name, -1) >= r:
-            return True
-        k = producer.get(name)
-        return r == 1 and k is not None and g.node[k].op_type in _RANK_ONE_UP
+        p = prod(name)
+        return r == 0 or (r == 1 and p is not None and p.op_type in _RANK_ONE_UP)
 
-    found: dict[int, str] = {}
-    for k, node in enumerate(g.node):
-        if node.op_type != "Where" or node.domain not in ("", "ai.onnx") or len(node.input) != 3:
-            continue
-        cond, a, b = node.input
-        negated = False
-        test = g.node[producer[cond]] if cond in producer else None
-        if test is not None and test.op_type == "Not" and test.input and test.input[0] in producer:
-            negated, test = True, g.node[producer[test.input[0]]]
-        if test is None or test.op_type not in _GUARD_TESTS or test.domain not in ("", "ai.onnx") or not test.input:
-            continue
-        x = test.input[0]
-        fill, kept = (a, b) if not negated else (b, a)
-        if kept != x or not x:
-            continue
-        r = one_element(fill)
-        if r is not None and rank_at_least(x, r):
-            found[k] = x
-    return found
-
-
-def _as_identity(node: onnx.NodeProto, x: str) -> None:
-    """Turn ``node`` (a NaN guard) into ``Identity(x)``, keeping its name and output."""
-    node.op_type = "Identity"
-    node.domain = ""
-    del node.input[:]
-    node.input.append(x)
-    del node.attribute[:]
-    node.doc_string = "onnxlrp: NaN guard Where(IsNaN(x), c, x) read as Identity(x)"
+    return nan_guard(node, prod, fill_rank, rank_at_least)
 
 
 def _captured(node: onnx.NodeProto) -> list[str]:
@@ -695,8 +682,9 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
     weights = weights or {}
     consts = _constants(canon, weights)
     dyn_nodes, shapes = _fold(canon, consts, input_name, input_shape, opset)
-    on_path = _on_path(dyn_nodes, [[i for i in nd.inputs if i] for nd in dyn_nodes],
-                       [nd.outputs for nd in dyn_nodes], input_name, output_name)
+    guards = _guards(dyn_nodes, consts, shapes)
+    on_path = _on_path(dyn_nodes, [[guards[id(nd)]] if id(nd) in guards else [i for i in nd.inputs if i]
+                                   for nd in dyn_nodes], [nd.outputs for nd in dyn_nodes], input_name, output_name)
     flow = [nd.proto for nd in on_path if nd.op_type in _CONTROL_FLOW and nd.standard]
     if flow:
         ops = "/".join(sorted({n.op_type for n in flow}))
@@ -723,6 +711,12 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
         except Exception as exc:  # noqa: BLE001
             raise UnsupportedModelError(f"cannot determine the shapes of {missing[:5]}: {exc}") from None
     producers = {o: nd.proto for nd in dyn_nodes for o in nd.outputs}
+    as_identity = {}  # NaN guards read as Identity(x) (see nan_guard): builders see through them
+    for nd in dyn_nodes:
+        if id(nd) in guards:
+            ident = helper.make_node("Identity", [guards[id(nd)]], nd.outputs[:1], name=nd.proto.name)
+            as_identity[id(nd)] = _Node.of(ident)
+            producers[nd.outputs[0]] = ident
 
     layers: list[Layer] = []
     problems: list[str] = []
@@ -752,6 +746,9 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
         if not nd.standard:
             problems.append(f"{label}: custom-domain op {node.domain}.{nd.op_type} cannot be explained")
             continue
+        if id(nd) in as_identity:
+            nd = as_identity[id(nd)]
+            node = nd.proto
         builder = lookup(nd.op_type)
         if builder is None:
             problems.append(f"{label}: op type {nd.op_type} is not supported (see onnxlrp.supported_ops())")
@@ -791,6 +788,28 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
         )
     tensors = sorted({t for layer in layers for t in list(layer.inputs) + list(layer.outputs)})
     return Graph(layers, input_name, output_name, tuple(input_shape), out_shape, shapes, tensors, opset, canon)
+
+
+def _guards(nodes: list[_Node], consts: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[int, str]:
+    """``id`` of each NaN-guard node among ``nodes`` (after constant folding) → the tensor it guards."""
+    if not any(nd.op_type in _GUARD_TESTS for nd in nodes):
+        return {}
+    producers = {o: nd.proto for nd in nodes for o in nd.outputs}
+
+    def fill_rank(name: str) -> int | None:
+        c = consts.get(name)
+        return c.ndim if c is not None and c.dtype.kind == "f" and c.size == 1 else None
+
+    def rank_at_least(name: str, r: int) -> bool:
+        return r == 0 or len(shapes.get(name, ())) >= r
+
+    found = {}
+    for nd in nodes:
+        if nd.op_type == "Where" and nd.standard:
+            x = nan_guard(nd.proto, producers.get, fill_rank, rank_at_least)
+            if x is not None:
+                found[id(nd)] = x
+    return found
 
 
 def _on_path(items: list[T], inputs: list[list[str]], outputs: list[list[str]], source: str, sink: str) -> list[T]:
