@@ -1,0 +1,160 @@
+"""SDPA attention exports: the NaN guard after the softmax and the ``-inf`` mask fill.
+
+PyTorch's scaled-dot-product attention, exported (TorchScript or dynamo, ``transformers``' default
+``attn_implementation="sdpa"``), writes ``Where(IsNaN(softmax), 0, softmax)`` after the softmax, and the
+TorchScript exporter fills the mask with a ``-inf`` constant. onnxlrp reads the guard as ``Identity`` in the
+layer graph (:func:`onnxlrp.graph.nan_guard`; the forward keeps it) and lets ``-inf`` load in mask and fill
+constants (:class:`onnxlrp.loading._InfPolicy`). The BERT fixtures themselves are checked against LXT in
+``test_lxt_fidelity.py``; here, on tiny attention models built with ``onnx.helper``:
+
+* guarded and unguarded twins give bit-identical maps (gradient, attnlrp, cp_lrp, epsilon_plus_flat) and
+  predictions, on the exported graph and on onnxruntime's canonicalised one, for the guard forms
+  ``Where(IsNaN(s), c, s)``, ``Where(Not(IsNaN(s)), s, c)``, ``Where(IsInf(s), c, s)``, fills of rank 0 and 1;
+* the guarded model's gradient equals float64 central finite differences (rel. error ≤ 1e-4; measured ~1e-7);
+* ``Where`` nodes that only look like guards (swapped branches, a fill of several elements, a non-constant fill,
+  another tensor kept) are still refused by name;
+* a fully masked row (the guard fires): the prediction is the model's, the explanation is refused;
+* a softmax at the output behind a guard is stripped with it.
+"""
+
+from __future__ import annotations
+
+import helpers_onnx as H
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxlrp import Explainer, InputError, UnsupportedModelError
+from onnxlrp.graph import load_model, prepare
+
+L, D, C = 5, 8, 3
+METHODS = ("gradient", "attnlrp", "cp_lrp", "epsilon_plus_flat")
+
+
+def attention_model(guard: str | None = "isnan", fill_rank: int = 0, masked: tuple[int, ...] = (3,),
+                    softmax_out: bool = False, seed: int = 0) -> onnx.ModelProto:
+    """``x (N, L, D)`` → one attention head with an additive mask ``Where(keep, 0, -inf)`` on the keys
+    ``masked`` → [NaN guard] → ``A·V`` → mean over tokens → Gemm → ``(N, C)`` scores (→ Softmax → guard, when
+    ``softmax_out``). ``guard``: None, ``"isnan"``, ``"not"``, ``"isinf"``, or a non-guard: ``"swapped"``
+    (``Where(IsNaN(s), s, c)``), ``"vector_fill"``, ``"dynamic_fill"``, ``"other"`` (keeps another tensor)."""
+    b = H.Builder(seed)
+    q = b.op("MatMul", ["x", b.const(b.weight([D, D], D), "Wq")])
+    k = b.op("MatMul", ["x", b.const(b.weight([D, D], D), "Wk")])
+    v = b.op("MatMul", ["x", b.const(b.weight([D, D], D), "Wv")])
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 2, 1])])
+    scores = b.op("Mul", [scores, b.const(np.float32(D ** -0.5), "scale")])
+    keep = b.const(np.array([[i not in masked for i in range(L)]]), "keep")  # (1, L) bool
+    zero = b.const(np.zeros(1, np.float32), "zero")
+    neg = b.op("Constant", [], value=numpy_helper.from_array(np.array([-np.inf], np.float32), "neg_inf"))
+    mask = b.op("Where", [keep, zero, neg])  # TorchScript's mask fill: Where(mask, 0, -inf)
+    s = b.op("Softmax", [b.op("Add", [scores, mask])], axis=-1)
+    a = _guarded(b, s, guard, fill_rank)
+    h = b.op("ReduceMean", [b.op("MatMul", [a, v])], axes=[1], keepdims=0)
+    y = b.gemm(h, D, C)
+    if softmax_out:
+        y = _guarded(b, b.op("Softmax", [y], axis=-1), "isnan", 0)
+    return b.model([None, L, D], [(y, TensorProto.FLOAT)], 13)
+
+
+def _guarded(b: H.Builder, s: str, guard: str | None, fill_rank: int) -> str:
+    if guard is None:
+        return s
+    if fill_rank == 0:
+        c = b.const(np.float32(0.0), "fill")
+    else:  # TorchScript: a Constant node of shape (1,)
+        c = b.op("Constant", [], value=numpy_helper.from_array(np.zeros(1, np.float32), "fill"))
+    test = b.op("IsInf" if guard == "isinf" else "IsNaN", [s])
+    if guard == "not":
+        return b.op("Where", [b.op("Not", [test]), s, c])
+    if guard == "swapped":
+        return b.op("Where", [test, s, c])
+    if guard == "vector_fill":
+        return b.op("Where", [test, b.const(np.zeros(L, np.float32), "fill"), s])
+    if guard == "dynamic_fill":
+        return b.op("Where", [test, b.op("Neg", [s]), s])
+    if guard == "other":
+        return b.op("Where", [test, c, b.op("Relu", [s])])
+    return b.op("Where", [test, c, s])
+
+
+def _x(n: int = 2, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, L, D)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("guard", "fill_rank"), [("isnan", 0), ("isnan", 1), ("not", 0), ("isinf", 1)])
+def test_guard_is_an_identity(guard: str, fill_rank: int) -> None:
+    """The guarded model explains bit for bit like its unguarded twin, as exported and canonicalised."""
+    x = _x()
+    plain = attention_model(None)
+    guarded = attention_model(guard, fill_rank)
+    y = H.ort_session(guarded).run(None, {"x": x})[0]
+    assert np.array_equal(y, H.ort_session(plain).run(None, {"x": x})[0])
+    for canonical in (False, True):
+        ref = Explainer(plain, device="cpu", _force_canonical=canonical)
+        ex = Explainer(guarded, device="cpu", _force_canonical=canonical)
+        assert np.array_equal(ex.predict(x), ref.predict(x))
+        assert not any(r["op_type"] in ("IsNaN", "IsInf", "Where") for r in ex.layers("gradient")
+                       if r.get("op_type")), canonical
+        for m in METHODS:
+            got, want = ex.explain(x, targets=[0, 2], method=m), ref.explain(x, targets=[0, 2], method=m)
+            assert np.array_equal(got, want), (guard, fill_rank, canonical, m)
+            assert np.all(np.isfinite(got)) and np.abs(got).max() > 0
+
+
+def test_guarded_gradient_matches_finite_differences() -> None:
+    """``gradient`` of the guarded model with the ``-inf`` mask against float64 central differences (≤ 1e-4)."""
+    model = attention_model("isnan", 1)
+    x = _x(1, seed=3)
+    jac = H.Reference64(model, model.graph.output[0].name).jacobian(x)  # (1, C, L, D)
+    ex = Explainer(model, device="cpu")
+    for t in range(C):
+        err = H.rel_err(ex.explain(x, target=t, method="gradient")[0], jac[0, t])
+        assert err <= 1e-4, (t, err)
+
+
+@pytest.mark.parametrize("guard", ["swapped", "vector_fill", "dynamic_fill", "other"])
+def test_look_alike_guards_are_refused(guard: str) -> None:
+    """Only an exact guard is an identity: the others still meet the unsupported IsNaN, by name."""
+    with pytest.raises(UnsupportedModelError, match=r"op IsNaN\): op type IsNaN is not supported"):
+        Explainer(attention_model(guard), device="cpu")
+
+
+def test_fully_masked_row_predicts_but_is_not_explained() -> None:
+    """Every key masked: the softmax row is NaN and the guard makes it 0. The prediction is the model's (the
+    forward keeps the guard); the explanation, which reads the guard as an identity, is refused."""
+    model = attention_model("isnan", masked=tuple(range(L)))
+    x = _x()
+    y = H.ort_session(model).run(None, {"x": x})[0]
+    assert np.all(np.isfinite(y))
+    ex = Explainer(model, device="cpu")
+    assert np.array_equal(ex.predict(x), y)
+    for m in ("gradient", "attnlrp"):
+        with pytest.raises(InputError, match="NaN or infinite"):
+            ex.explain(x, target=0, method=m)
+
+
+def test_softmax_behind_a_guard_at_the_output_is_stripped() -> None:
+    model = attention_model("isnan", softmax_out=True)
+    prepared = prepare(load_model(model))
+    assert prepared.softmax_stripped == "Softmax"
+    assert not any(n.op_type in ("IsNaN", "Softmax") and n.output[0] == prepared.output_name
+                   for n in prepared.model.graph.node)
+    x = _x()
+    ref = Explainer(attention_model("isnan"), device="cpu")
+    ex = Explainer(model, device="cpu")
+    assert np.array_equal(ex.explain(x, target=1, method="attnlrp"), ref.explain(x, target=1, method="attnlrp"))
+
+
+def test_guard_detection_needs_the_rank() -> None:
+    """A fill of shape (1,) guards only a tensor of rank ≥ 1 (else the Where would change the shape)."""
+    from onnxlrp.graph import nan_guard
+
+    node = helper.make_node("Where", ["t", "c", "s"], ["y"])
+    test = helper.make_node("IsNaN", ["s"], ["t"])
+    producers = {"t": test}
+    # (rank of the one-element fill, None: not such a constant; rank of the guarded tensor; the answer)
+    for fill, rank, want in [(1, 0, None), (1, 1, "s"), (1, 2, "s"), (0, 0, "s"), (None, 3, None)]:
+        got = nan_guard(node, producers.get, lambda name, f=fill: f if name == "c" else None,
+                        lambda name, r, n=rank: n >= r)
+        assert got == want, (fill, rank)
