@@ -315,8 +315,8 @@ def make_input(shape: tuple[int, ...], batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *shape), dtype=np.float32)
 
 
-def ort_session(path: Path, device: str, threads: int) -> Any:
-    """A plain onnxruntime session on the model file (ORT_ENABLE_ALL, ``threads`` intra-op threads)."""
+def ort_session(path: Path | bytes, device: str, threads: int) -> Any:
+    """A plain onnxruntime session on the model file or bytes (ORT_ENABLE_ALL, ``threads`` intra-op threads)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -327,7 +327,7 @@ def ort_session(path: Path, device: str, threads: int) -> Any:
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), so, providers=providers)
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so, providers=providers)
 
 
 def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -536,6 +536,10 @@ class MethodResult:
     agree: float | None = None
     exact: bool = False
     error: str = ""
+    compiled: Timing | None = None  # the compiled explanation graph (onnxlrp.compiler) in a plain ORT session
+    compile_s: float | None = None
+    compiled_agree: float | None = None  # compiled vs engine, max |diff| / max |engine|
+    compiled_error: str = ""
 
 
 @dataclass
@@ -672,6 +676,22 @@ def run_case(spec: Any, batch: int, methods: list[str], args: argparse.Namespace
 
     fwd_job = _Job("forward", fn=lambda: sess.run([out_name], {in_name: x})[0])
     lrp_jobs = {m: _Job(f"onnxlrp {m}", fn=lambda m=m: ex.explain(x, target=targets, method=m)) for m in methods}
+    c_jobs: dict[str, _Job] = {}
+    c_setup: dict[str, float | str] = {}
+    if not args.no_compiled:
+        from onnxlrp.compiler import compile_explanation
+
+        for m in methods:
+            log(f"{label} compiling {m}")
+            try:
+                t0 = time.perf_counter()
+                proto = compile_explanation(str(spec.path), m, verify=False).SerializeToString()
+                c_setup[m] = time.perf_counter() - t0
+                csess = ort_session(proto, args.device, args.threads)
+                feed = {in_name: x, "target": np.asarray(targets, np.int64)}
+                c_jobs[m] = _Job(f"compiled {m}", fn=lambda s=csess, f=feed: s.run(["heatmap"], f)[0])
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                c_setup[m] = f"{exc.__class__.__name__}: {str(exc)[:160]}"
     z_jobs: dict[str, _Job] = {}
     if zennit is not None:
         for m in methods:
@@ -679,7 +699,7 @@ def run_case(spec: Any, batch: int, methods: list[str], args: argparse.Namespace
             if eq is not None and eq.variant not in z_jobs:
                 z_jobs[eq.variant] = _Job(f"Zennit {eq.variant}",
                                           ctx=lambda v=eq.variant: zennit.attributor(v, x, targets))
-    run_rounds([fwd_job, *lrp_jobs.values(), *z_jobs.values()], args.repeat, log, label)
+    run_rounds([fwd_job, *lrp_jobs.values(), *c_jobs.values(), *z_jobs.values()], args.repeat, log, label)
     res.forward = fwd_job.timing
 
     forward_alone = None
@@ -693,6 +713,16 @@ def run_case(spec: Any, batch: int, methods: list[str], args: argparse.Namespace
         job = lrp_jobs[method]
         mr = MethodResult(spec.name, batch, method, onnxlrp=job.timing)
         res.methods.append(mr)
+        cj = c_jobs.get(method)
+        if isinstance(c_setup.get(method), str):
+            mr.compiled_error = str(c_setup[method])
+        elif cj is not None:
+            mr.compile_s = float(c_setup[method])
+            mr.compiled = cj.timing
+            if cj.error:
+                mr.compiled_error = cj.error
+            elif not job.error:
+                mr.compiled_agree = relative_error(np.asarray(cj.result), np.asarray(job.result))
         if job.error:
             mr.error = "onnxlrp: " + job.error
             continue
@@ -911,7 +941,8 @@ def print_report(cases: list[CaseResult], args: argparse.Namespace, argv: Sequen
         return f"[{caveats.index(key) + 1}]"
 
     headers = ["model", "batch", "method", "ORT fwd ms", "onnxlrp ms", "onnxlrp ms/img", "onnxlrp/fwd",
-               "warm-up ms", "Zennit", "Zennit ms", "Zennit ms/img", "Zennit/onnxlrp", "agree"]
+               "compiled ms", "compiled/fwd", "warm-up ms", "Zennit", "Zennit ms", "Zennit ms/img",
+               "Zennit/onnxlrp", "Zennit/compiled", "agree", "compiled vs engine"]
     rows = []
     for case in cases:
         fwd = case.forward.median if case.forward else None
@@ -931,11 +962,15 @@ def print_report(cases: list[CaseResult], args: argparse.Namespace, argv: Sequen
             agree = "—" if mr.agree is None else f"{mr.agree:.1e}"
             if mr.error:
                 agree = mr.error if not ours else agree + " (" + mr.error + ")"
+            comp = mr.compiled.median if mr.compiled else None
+            c_agree = mr.compiled_error[:60] if mr.compiled_error else (
+                "—" if mr.compiled_agree is None else f"{mr.compiled_agree:.1e}")
             rows.append([
                 case.model, str(case.batch), mr.method, _ms(fwd), _ms(ours),
-                _ms(None if ours is None else ours / case.batch), _ratio(ours, fwd),
+                _ms(None if ours is None else ours / case.batch), _ratio(ours, fwd), _ms(comp), _ratio(comp, fwd),
                 _ms(mr.onnxlrp.first if mr.onnxlrp else None), zname, _ms(theirs),
-                _ms(None if theirs is None else theirs / case.batch), _ratio(theirs, ours), agree,
+                _ms(None if theirs is None else theirs / case.batch), _ratio(theirs, ours), _ratio(theirs, comp),
+                agree, c_agree,
             ])
     out += ["### Times (median)" if md else "TIMES (median)", "", render(headers, rows, md), ""]
     for i, key in enumerate(caveats, 1):
@@ -1024,6 +1059,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median), after 1 warm-up")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--no-zennit", action="store_true", help="skip Zennit")
+    p.add_argument("--no-compiled", action="store_true", help="skip the compiled explanation graphs")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (a subprocess per measurement)")
     p.add_argument("--profile", action="store_true", help="break onnxlrp's time down by stage and op type")
     p.add_argument("--markdown", action="store_true", help="print markdown tables with a header (for RESULTS.md)")

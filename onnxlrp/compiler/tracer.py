@@ -462,7 +462,8 @@ class Tracer:
         return self._elementwise("Sub", np.subtract, [a, b])
 
     def multiply(self, a: Any, b: Any, out: Traced | None = None) -> Traced:
-        """``a ⊙ b`` (booleans are cast to the other operand's float type)."""
+        """``a ⊙ b`` (booleans are cast to the other operand's float type: a Cast and a Mul run several times
+        faster in onnxruntime than one broadcasting Where)."""
         a, b = self._bool_to_float(a, b)
         sign = "nonneg" if _nonneg(a) and _nonneg(b) else None
         r = self._elementwise("Mul", np.multiply, [a, b], sign=sign)

@@ -42,13 +42,15 @@ class ActivationLayer(Layer):
         g = gouts[0]
         if g is None:
             return [None]
-        # multiplying by a boolean mask is several times faster than a broadcasting where()
+        # multiplying by a boolean mask is several times faster than a broadcasting where(); the mask is read
+        # from the output (y > 0 exactly where x > 0; lo < y < hi exactly where lo < x < hi), so that a compiled
+        # graph need not keep the input: onnxruntime then fuses the convolution before it with the activation
         if self.op_type == "Relu":
-            return [g * (ins[0] > 0)]
+            return [g * (outs[0] > 0)]
         if self.op_type == "Clip":
             lo, hi = self.bounds  # type: ignore[attr-defined]
-            x = ins[0]
-            return [g * ((x > lo) & (x < hi))]
+            y = outs[0]
+            return [g * ((y > lo) & (y < hi))]
         return [g * self.derivative(xp, ins[0], outs[0])]
 
 
