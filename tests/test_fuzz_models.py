@@ -349,6 +349,94 @@ def test_non_finite_constant_anywhere_is_refused(site: str) -> None:
         explain(m)
 
 
+def _masked_model(site: str, fill: float = -np.inf) -> tuple[onnx.ModelProto, str]:
+    """``x [N, 4]`` → Gemm → ``+ mask`` (the last of the ``width`` columns filled with ``fill``) → Softmax → Gemm
+    → 3 scores, the mask's ``fill`` held at ``site``; also the name of the tensor holding ``fill``."""
+    b = H.Builder(7)
+    width = 1024 if site == "big_initializer" else 6
+    h = b.gemm("x", 4, width)
+    keep = b.const(np.arange(width) < width - 1, "keep")
+    zero = b.const(np.float32(0.0), "zero")
+    row = np.where(np.arange(width) < width - 1, 0.0, fill).astype(np.float32)
+    if site in ("initializer", "big_initializer", "also_a_factor", "unused"):
+        holder = b.const(row, "mask")
+        mask = holder
+        if site == "also_a_factor":  # the same constant is also a Mul factor: a weight, not a mask
+            h = b.op("Mul", [h, holder])
+        if site == "unused":
+            mask = b.const(np.zeros(width, np.float32), "mask")
+    elif site == "mul_factor":
+        holder = b.const(np.where(np.arange(width) < width - 1, 1.0, fill).astype(np.float32), "factor")
+        h, mask = b.op("Mul", [h, holder]), b.const(np.zeros(width, np.float32), "mask")
+    elif site == "cast_to_int":
+        holder = b.op("Constant", [], value=numpy_helper.from_array(np.array([fill], np.float32), "neg"))
+        shift = b.op("Cast", [b.op("Cast", [holder], to=TensorProto.INT64)], to=TensorProto.FLOAT)
+        mask = b.op("Where", [keep, zero, shift])
+    else:
+        if site == "value_float":
+            holder = b.op("Constant", [], value_float=fill)
+        elif site == "constant_of_shape":
+            holder = b.op("ConstantOfShape", [b.ints([width])],
+                          value=numpy_helper.from_array(np.array([fill], np.float32), "fill"))
+        else:  # "constant": TorchScript's Constant of shape (1,), here expanded before the Where
+            holder = b.op("Constant", [], value=numpy_helper.from_array(np.array([fill], np.float32), "neg"))
+        mask = b.op("Where", [keep, zero, b.op("Expand", [holder, b.ints([width])])])
+    s = b.op("Softmax", [b.op("Add", [h, mask])], axis=-1)
+    if site == "clip":  # ±inf bounds: no clamp
+        holder = b.const(np.float32(fill), "low")
+        s = b.op("Clip", [s, holder, b.const(np.float32(-fill), "high")])
+    return b.model([None, 4], [(b.gemm(s, width, 3), H.FLOAT)], 13), holder
+
+
+@pytest.mark.parametrize("site", ["initializer", "big_initializer", "constant", "value_float", "constant_of_shape",
+                                  "clip"])
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_infinite_mask_fill_loads(site: str, as_bytes: bool) -> None:
+    """``-inf`` in a mask or fill constant (as the TorchScript exporter writes for attention masks) loads, and the
+    model explains like its twin filled with float32's lowest finite value instead (rel. error ≤ 1e-6; measured 0)."""
+    m, _ = _masked_model(site)
+    twin, _ = _masked_model(site, float(np.finfo(np.float32).min))
+    got = explain(m.SerializeToString() if as_bytes else m, X4)
+    assert got is not None and np.all(np.isfinite(got)) and np.abs(got).max() > 0
+    assert H.rel_err(got, explain(twin, X4)) <= 1e-6  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("site", ["mul_factor", "also_a_factor", "cast_to_int", "unused"])
+def test_infinity_outside_a_mask_is_refused(site: str) -> None:
+    """``±inf`` where it is not a mask or fill value — a Mul factor, a constant that is also a factor, a value cast
+    to an integer, a constant nothing reads — is refused as before, naming the tensor."""
+    m, holder = _masked_model(site)
+    named = f"initializer '{holder}'" if any(t.name == holder for t in m.graph.initializer) else r"\(Constant\)"
+    for source in (m, m.SerializeToString()):
+        with pytest.raises(ModelLoadError, match=rf"{named} has 1 non-finite value of \d+ \(0 NaN, 1 infinite\); "
+                                                 "refused; ±inf is accepted only in mask and fill constants"):
+            explain(source)
+
+
+@pytest.mark.parametrize("where", ["conv", "gemm"])
+def test_infinite_weight_is_refused(where: str) -> None:
+    """An infinite weight of a Conv or a Gemm is no mask: refused, even without NaN."""
+    b = H.Builder(3)
+    if where == "conv":
+        y = b.op("Flatten", [b.conv("x", 3, 2, [3, 3])])
+        m = b.model([None, 3, 4, 4], [(b.gemm(y, 8, 3), H.FLOAT)], 13)
+    else:
+        m = mlp()
+    t = next(t for t in m.graph.initializer if t.name.startswith("W"))
+    t.CopyFrom(numpy_helper.from_array(_with_bad_values(numpy_helper.to_array(t), 0, 1), t.name))
+    for source in (m, m.SerializeToString()):
+        with pytest.raises(ModelLoadError, match=rf"'{t.name}' has 1 non-finite value.*0 NaN, 1 infinite"):
+            explain(source)
+
+
+def test_nan_mask_fill_is_refused() -> None:
+    """NaN is never a mask value."""
+    for site in ("initializer", "constant", "value_float"):
+        m, _ = _masked_model(site, np.nan)
+        with pytest.raises(ModelLoadError, match=r"\(1 NaN, 0 infinite\); refused$|is not finite"):
+            explain(m)
+
+
 def test_finite_check_is_cheap() -> None:
     """One isfinite pass over the file's bytes: 16 M weights (64 MB) cost a small fraction of a second."""
     m = mlp()
