@@ -371,3 +371,16 @@ def test_torch_float32_error_is_the_larger_of_at_x_and_at_rounded_x() -> None:
     x = torch.ones(3, 4)
     d = (cov._ulp_perturbed(x, 0).double() - 1).abs()  # noqa: SLF001
     assert float(d.max()) <= 8 * 2.0**-24 and float(d.max()) > 0
+
+
+def test_gradient_verdict_keeps_ties_ahead_of_the_rounding_spread() -> None:
+    """A tie flipped by an input-rounding-sized change makes torch's float32 error at the changed input large too;
+    the verdict names the tie first and uses that spread only where there is none."""
+    cov = _coverage_tool()
+    base = {"grad_err_torch32": 1e-6, "grad_err_torch32_ulp": 5e-2, "reference_check": 1e-10}
+    assert cov.gradient_verdict(base | {"grad_err": 5e-6, "tie_count": 2}) == "ok"
+    assert cov.gradient_verdict(base | {"grad_err": 8e-6 + 1e-5, "tie_count": 2}) == "float32"
+    assert cov.gradient_verdict(base | {"grad_err": 2e-2, "tie_count": 2}) == "tie"
+    assert cov.gradient_verdict(base | {"grad_err": 2e-2, "tie_count": 0}) == "float32"
+    assert cov.gradient_verdict(base | {"grad_err": 0.9, "tie_count": 0}) == "MISMATCH"
+    assert cov.gradient_verdict(base | {"grad_err": 0.9, "tie_count": 0, "reference_check": 1e-3}) == "reference?"

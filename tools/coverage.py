@@ -948,6 +948,26 @@ def conditioning(name: str, exporter: str, cache: Path = CACHE_DIR) -> dict[str,
     return out
 
 
+def gradient_verdict(res: dict[str, Any]) -> str:
+    """The verdict on a run's gradient error (see the report's notes): ``ok`` within :data:`GRAD_TOL`;
+    ``float32`` within :data:`COND_FACTOR` × torch's float32 error at ``x``; ``tie`` when float32 ties were found;
+    ``float32`` within that factor of torch's float32 error at input-rounding-sized changes of ``x`` (checked after
+    the ties: a tie flipped by the change makes that error large too); ``reference?`` when the float64 autograd
+    fails its finite-difference check; else ``MISMATCH``."""
+    err = float(res["grad_err"])
+    if err <= GRAD_TOL:
+        return "ok"
+    if err <= COND_FACTOR * float(res.get("grad_err_torch32", 0.0)):
+        return "float32"  # ill-conditioned: torch's own float32 gradient is off by a like amount
+    if res.get("tie_count", 0) > 0:
+        return "tie"
+    if err <= COND_FACTOR * torch32_error(res):
+        return "float32"
+    if res.get("reference_check", 0.0) > REF_TOL:
+        return "reference?"  # the float64 autograd itself disagrees with finite differences
+    return "MISMATCH"
+
+
 def run_job(name: str, exporter: str, cache: Path = CACHE_DIR, tie_tol: float = TIE_TOL,
             export_only: bool = False) -> dict[str, Any]:
     """Everything measured for one model × exporter (runs in a child process of :func:`main`).
@@ -1048,16 +1068,7 @@ def run_job(name: str, exporter: str, cache: Path = CACHE_DIR, tie_tol: float = 
         res["ties"] = dict(detector.counts)
         res["tie_count"] = detector.total()
         res["decisions_checked"] = int(sum(detector.checked.values()))
-        if res["grad_err"] <= GRAD_TOL:
-            res["gradient"] = "ok"
-        elif res["grad_err"] <= COND_FACTOR * torch32_error(res):
-            res["gradient"] = "float32"  # ill-conditioned: torch's own float32 gradient is off by a like amount
-        elif res["tie_count"] > 0:
-            res["gradient"] = "tie"
-        elif res.get("reference_check", 0.0) > REF_TOL:
-            res["gradient"] = "reference?"  # the float64 autograd itself disagrees with finite differences
-        else:
-            res["gradient"] = "MISMATCH"
+        res["gradient"] = gradient_verdict(res)
 
         stage = enter("methods")
         methods: dict[str, str] = {}
@@ -1072,9 +1083,10 @@ def run_job(name: str, exporter: str, cache: Path = CACHE_DIR, tie_tol: float = 
                     if not np.all(np.isfinite(heat)):
                         methods[method] = "nonfinite"
                     else:
-                        relevant = [w for w in caught if "Relevance" in type(w.message).__name__
-                                    or issubclass(w.category, UserWarning)]
-                        methods[method] = "warning: " + str(relevant[0].message)[:160] if relevant else "ok"
+                        relevant = [w for w in caught if "Relevance" in type(w.message).__name__]
+                        notes = [w for w in caught if issubclass(w.category, UserWarning) and w not in relevant]
+                        methods[method] = ("warning: " + str(relevant[0].message)[:160] if relevant else
+                                           "note: " + str(notes[0].message)[:160] if notes else "ok")
                 except Exception as exc:  # noqa: BLE001 - every failure is a finding
                     text = _first_line(exc)
                     methods[method] = "nonfinite: " + text if ("overflow" in text or "NaN" in text) else \
@@ -1238,12 +1250,15 @@ def _method_cells(r: dict[str, Any]) -> tuple[str, str]:
     bad = sorted(m for m, s in methods.items() if s.startswith("nonfinite"))
     warn = sorted(m for m, s in methods.items() if s.startswith("warning"))
     err = sorted(m for m, s in methods.items() if s.startswith("error"))
+    note = sorted(m for m, s in methods.items() if s.startswith("note"))
     nan = ", ".join(bad) if bad else ("none" if methods else "—")
     other = []
     if warn:
         other.append("warn: " + ", ".join(warn))
     if err:
         other.append("error: " + ", ".join(err))
+    if note:
+        other.append("note: " + ", ".join(note))
     return nan, "; ".join(other) if other else ("—" if not methods else "none")
 
 
@@ -1259,6 +1274,9 @@ def _grad_cell(r: dict[str, Any]) -> str:
 def render_report(results: dict[str, dict[str, Any]], command: str, commit: str, names: Sequence[str]) -> str:
     """The markdown of docs/coverage.md from the results of the zoo's models ``names``."""
     rows = [results[k] for n in names for e in EXPORTERS if (k := f"{n}|{e}") in results]
+    for r in rows:  # the verdicts of the current rules, also for cached results
+        if r.get("grad_err") is not None:
+            r["gradient"] = gradient_verdict(r)
     by_status = Counter(r.get("status", "?") for r in rows)
     models_done = sorted({r["model"] for r in rows})
     explained_models = sorted({r["model"] for r in rows if r.get("status") == "explained"})
@@ -1353,12 +1371,13 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
         out.append("### Method findings, by method\n")
         out.append("Runs (of the explained ones) where a method returned no map (*error*: the message is in "
                    "*Method findings in full* below), raised a `RelevanceWarning` (*warning*: total |relevance| "
-                   "above 1000× the start) or would have returned NaN/inf (*nonfinite*).\n")
-        out.append("| method | error | warning | nonfinite |")
-        out.append("| --- | ---: | ---: | ---: |")
+                   "above 1000× the start) or would have returned NaN/inf (*nonfinite*); *note*: another warning "
+                   "(e.g. a dynamo export that runs only at batch 1, explained one sample at a time).\n")
+        out.append("| method | error | warning | nonfinite | note |")
+        out.append("| --- | ---: | ---: | ---: | ---: |")
         for m in sorted(per_method, key=lambda k: (-sum(per_method[k].values()), k)):
             c = per_method[m]
-            out.append(f"| `{m}` | {c['error']} | {c['warning']} | {c['nonfinite']} |")
+            out.append(f"| `{m}` | {c['error']} | {c['warning']} | {c['nonfinite']} | {c['note']} |")
         out.append("")
 
     out.append("## Model × exporter\n")
@@ -1441,9 +1460,10 @@ def render_report(results: dict[str, dict[str, Any]], command: str, commit: str,
         "Gradients with 4 steps. *nonfinite*: the engine refused a NaN/inf map; *warning*: a "
         "`RelevanceWarning` (relevance grew a thousandfold).\n"
         "* The dynamo exporter, given a batch-1 example, bakes batch 1 into some reshapes although the input "
-        "declares `N` (torch.export specialises size-1 dimensions): such exports run only at batch 1, so "
-        "SmoothGrad and Integrated Gradients (4 points per call here) fail in onnxruntime on them — an export "
-        "artefact, listed under the method findings.\n"
+        "declares `N` (torch.export specialises size-1 dimensions): such exports run only at batch 1. The "
+        "Explainer then explains one sample at a time after the first failure at a larger batch and says so "
+        "once (`BatchOneWarning`): SmoothGrad, the first method here that batches several points, shows it as a "
+        "*note*.\n"
         "* Each model × exporter runs in its own process (forked from a server that has imported torch once) "
         "with a timeout.\n"
         "* Where an *f32* verdict's error comes from: `python tools/coverage.py --conditioning NAME EXPORTER` "
