@@ -201,3 +201,32 @@ def test_tracer_basics() -> None:
         bool(x > 0)
     relu = tr.input("r", (MARKER, 3), sign="nonneg")
     assert tr.static_any(relu < 0) is False and tr.static_any(x < 0) is True
+
+
+def test_compiled_explainer_and_cli_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A compiled graph explains through CompiledExplainer (the Explainer's interface), `onnxlrp explain` and
+    `onnxlrp info`; another method, options or a K it was not compiled for are refused by name."""
+    from onnxlrp.compiler.runner import CompiledExplainer
+
+    src = str(FIX / "resnet.onnx")
+    out = tmp_path / "resnet.eps.onnx"
+    out.write_bytes(compile_explanation(src, "lrp_epsilon").SerializeToString())
+    ce, ex = CompiledExplainer(str(out)), Explainer(src, device="cpu")
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(ce.predict(x), ex.predict(x), rtol=1e-5, atol=1e-5)
+    assert rel(ce.explain(x, None), ex.explain(x, None, "lrp_epsilon")) <= TOL
+    assert rel(ce.explain(x, targets=[1, 3]), ex.explain(x, targets=[1, 3], method="lrp_epsilon")) <= TOL
+    with pytest.raises(InputError, match="explains with 'lrp_epsilon' only"):
+        ce.explain(x, 1, "lrp")
+    with pytest.raises(InputError, match="options of a compiled graph are fixed"):
+        ce.explain(x, 1, epsilon=0.1)
+    assert main(["info", str(out)]) == 0
+    assert "compiled explanation graph: method 'lrp_epsilon'" in capsys.readouterr().out
+    from PIL import Image
+
+    img = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).uniform(0, 255, (16, 16, 3))).astype(np.uint8)).save(img)
+    assert main(["explain", str(out), str(img), "-o", str(tmp_path / "maps"), "--save-npy"]) == 0
+    assert list((tmp_path / "maps").glob("*lrp_epsilon*.npy"))
+    assert main(["explain", str(out), str(img), "-m", "gradient", "-o", str(tmp_path / "m2")]) == 2
+    assert "compiled 'lrp_epsilon' graph" in capsys.readouterr().err

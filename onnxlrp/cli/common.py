@@ -362,10 +362,16 @@ def first_transpose_perm(ex: Any) -> list[int] | None:
 
 
 def load_explainer(args: argparse.Namespace) -> Any:
-    """The :class:`~onnxlrp.Explainer` of ``args.model`` on ``args.device``."""
+    """The :class:`~onnxlrp.Explainer` of ``args.model`` on ``args.device``; for a graph written by
+    ``onnxlrp compile``, a :class:`~onnxlrp.compiler.runner.CompiledExplainer` that runs it."""
+    from ..compiler.runner import CompiledExplainer, is_compiled
     from ..explainer import Explainer
+    from ..loading import load_model
 
-    return Explainer(args.model, device=args.device, output=getattr(args, "output_name", None),
+    proto = load_model(args.model)
+    if is_compiled(proto):
+        return CompiledExplainer(proto, device=args.device, threads=getattr(args, "threads", None))
+    return Explainer(proto, device=args.device, output=getattr(args, "output_name", None),
                      threads=getattr(args, "threads", None))
 
 

@@ -151,10 +151,23 @@ def run(args: argparse.Namespace) -> int:
     out_dir, out_file = _output_target(args, len(paths), len(methods), n_targets)
 
     ex = load_explainer(args)
+    compiled = getattr(ex, "method", None) if not hasattr(ex, "layers") else None
+    if compiled is not None:  # a graph written by `onnxlrp compile` explains with its own method only
+        if args.method is None:
+            methods = [compiled]
+        elif methods != [compiled]:
+            raise UsageError(f"{args.model} is a compiled {compiled!r} graph: it explains with --method {compiled} "
+                             "only")
     spec = model_spec(args, ex)
     labels, label_source = labels_for(args, ex)
     targets = [resolve_class(t, labels, label_source or "the label file") for t in target_specs]
-    options = method_options(methods, args.option or [], z_box(args, spec))
+    if compiled is not None:
+        if args.option or args.low is not None or args.high is not None:
+            raise UsageError(f"{args.model} is a compiled graph: its options (and Z^B box) were fixed by `onnxlrp "
+                             "compile`; explain the original model to use other ones")
+        options: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    else:
+        options = method_options(methods, args.option or [], z_box(args, spec))
 
     mean_std = ""
     if args.mean is not None or args.std is not None:

@@ -7,7 +7,7 @@ import difflib
 from typing import Any
 
 from ..image import detect_layout
-from .common import DEFAULT_METHOD, UsageError, first_transpose_perm, load_explainer, parse_size, report_error
+from .common import DEFAULT_METHOD, PROG, UsageError, first_transpose_perm, load_explainer, parse_size, report_error
 
 __all__ = ["add_parser", "run"]
 
@@ -77,6 +77,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {p.key} = {p.value}")
     try:
         ex = load_explainer(args)
+        if not hasattr(ex, "layers"):  # a graph written by `onnxlrp compile`
+            meta = ex.metadata
+            what = "each sample's predicted class" if ex.predicted else (
+                "one class per sample ('target' [N])" if ex.k == 1
+                else f"{ex.k} classes per sample ('target' [N, {ex.k}])")
+            print(f"compiled explanation graph: method {ex.method!r}, options {meta.get('onnxlrp.options', '{}')}, "
+                  f"explains {what}; written by onnxlrp {meta.get('onnxlrp.version', '?')}")
+            print(f"run it with any ONNX runtime (outputs logits, heatmap) or with `{PROG} explain {args.model} IMAGE`")
+            return 0
         shape = None
         if ex.input_plan is not None:
             return _text_info(args, ex)

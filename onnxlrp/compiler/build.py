@@ -360,9 +360,16 @@ def _renamed(g: onnx.GraphProto, name: str) -> str:
 
 
 def _bound_repr(v: Any) -> Any:
-    a = np.asarray(v)
+    """A Z^B bound for the metadata: one number, one per channel, or (for a full array) its shape only."""
+    a = np.asarray(v, np.float64)
+    a = a[0] if a.ndim > 1 else a  # the options are broadcast to (1,) + sample shape
     flat = a.reshape(-1)
-    return float(flat[0]) if np.all(flat == flat[0]) else a[0].tolist() if a.ndim > 1 else a.tolist()
+    if flat.size == 0 or np.all(flat == flat[0]):
+        return float(flat[0]) if flat.size else None
+    per_channel = a.reshape(a.shape[0], -1)
+    if np.all(per_channel == per_channel[:, :1]):
+        return [float(c) for c in per_channel[:, 0]]
+    return f"array of shape {list(a.shape)}"
 
 
 __all__ = ["HEATMAP", "LOGITS", "TARGET", "compilable_methods", "compile_explanation", "nonneg_tensors"]
