@@ -800,8 +800,11 @@ def _guards(nodes: list[_Node], consts: dict[str, np.ndarray], shapes: dict[str,
         c = consts.get(name)
         return c.ndim if c is not None and c.dtype.kind == "f" and c.size == 1 else None
 
-    def rank_at_least(name: str, r: int) -> bool:
-        return r == 0 or len(shapes.get(name, ())) >= r
+    def rank_at_least(name: str, r: int) -> bool:  # shape inference's rank, else the producer's op
+        if r == 0 or (name in shapes and len(shapes[name]) >= r):
+            return True
+        p = producers.get(name)
+        return name not in shapes and r == 1 and p is not None and p.op_type in _RANK_ONE_UP
 
     found = {}
     for nd in nodes:

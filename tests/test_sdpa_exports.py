@@ -114,6 +114,18 @@ def test_guarded_gradient_matches_finite_differences() -> None:
         assert err <= 1e-4, (t, err)
 
 
+def test_guard_without_shape_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ONNX shape inference (shapes then come from running the model once), a rank-1 fill still guards the
+    softmax's output (rank ≥ 1 from its op) and the maps are the unguarded twin's."""
+    import onnxlrp.graph as G
+
+    monkeypatch.setattr(G, "_infer_shapes", lambda skel: {})
+    x = _x()
+    got = Explainer(attention_model("isnan", 1), device="cpu").explain(x, target=1, method="attnlrp")
+    want = Explainer(attention_model(None), device="cpu").explain(x, target=1, method="attnlrp")
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("guard", ["swapped", "vector_fill", "dynamic_fill", "other"])
 def test_look_alike_guards_are_refused(guard: str) -> None:
     """Only an exact guard is an identity: the others still meet the unsupported IsNaN, by name."""
