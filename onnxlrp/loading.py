@@ -198,7 +198,7 @@ _INF_SINKS: dict[str, set[int] | None] = {
 # ops that only move or copy values: the infinite values go on to their output's uses
 _INF_MOVES: dict[str, set[int] | None] = {
     "Identity": {0}, "Reshape": {0}, "Unsqueeze": {0}, "Squeeze": {0}, "Flatten": {0}, "Expand": {0},
-    "Transpose": {0}, "Slice": {0}, "Gather": {0}, "Tile": {0}, "Concat": None, "Cast": {0}, "CastLike": {0},
+    "Transpose": {0}, "Slice": {0}, "Gather": {0}, "Tile": {0}, "Concat": None, "Cast": {0},
 }
 _FLOAT_CASTS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
@@ -219,6 +219,7 @@ class _InfPolicy:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self._uses: dict[str, list[tuple[onnx.NodeProto | None, int]]] | None = None
+        self._ok: dict[str, bool] = {}
 
     def inf_ok(self, key: str | None) -> Callable[[], bool] | None:
         """A check for the constant ``key`` (None: the site may never hold ±inf)."""
@@ -239,37 +240,58 @@ class _InfPolicy:
             uses.setdefault(o.name, []).append((None, -1))
         return uses
 
+    def _step(self, t: str) -> tuple[bool, list[str]]:
+        """Whether every use of ``t`` may read ``±inf``, and the tensors the values move on to."""
+        assert self._uses is not None
+        uses = self._uses.get(t)
+        if not uses:
+            return False, []  # nothing reads it: no mask (and a constant moved nowhere)
+        moved: list[str] = []
+        for node, k in uses:
+            if node is None or node.domain not in ("", "ai.onnx"):
+                return False, []
+            op = node.op_type
+            if op in _INF_SINKS:
+                where = _INF_SINKS[op]
+                if where is not None and k not in where:
+                    return False, []
+                continue
+            where = _INF_MOVES.get(op, set())
+            if (where is not None and k not in where) or not node.output or not all(node.output):
+                return False, []
+            if op == "Cast" and next((a.i for a in node.attribute if a.name == "to"), 0) not in _FLOAT_CASTS:
+                return False, []
+            moved.extend(node.output)
+        return True, moved
+
     def allows(self, name: str) -> bool:
-        """True if the tensor ``name`` of the main graph is used only where ``±inf`` is a mask or fill value."""
+        """True if the tensor ``name`` of the main graph is used only where ``±inf`` is a mask or fill value.
+
+        Each tensor is looked at once over all calls (a depth-first walk with memory): linear in the graph.
+        """
         if self._uses is None:
             self._uses = self._collect()
-        uses = self._uses
-        if not uses.get(name):
-            return False
-        stack, seen = [name], {name}
+        memo, pending = self._ok, {}
+        stack = [name]
         while stack:
-            t = stack.pop()
-            for node, k in uses.get(t, []):
-                if node is None or node.domain not in ("", "ai.onnx"):
-                    return False
-                op = node.op_type
-                if op in _INF_SINKS:
-                    where = _INF_SINKS[op]
-                    if where is not None and k not in where:
-                        return False
+            t = stack[-1]
+            if t in memo:
+                stack.pop()
+                continue
+            if t not in pending:
+                ok, moved = self._step(t)
+                if not ok:
+                    memo[t] = False
+                    stack.pop()
                     continue
-                where = _INF_MOVES.get(op, set())
-                if (where is not None and k not in where) or not node.output:
-                    return False
-                if op == "Cast" and next((a.i for a in node.attribute if a.name == "to"), 0) not in _FLOAT_CASTS:
-                    return False
-                for o in node.output:
-                    if not o or not uses.get(o):
-                        return False  # moved into a tensor nothing reads: no mask
-                    if o not in seen:
-                        seen.add(o)
-                        stack.append(o)
-        return True
+                pending[t] = moved
+                todo = [o for o in moved if o not in memo and o not in pending]
+                if todo:
+                    stack.extend(todo)
+                    continue
+            memo[t] = all(memo.get(o, True) for o in pending[t])  # True: still open, on a cycle
+            stack.pop()
+        return memo[name]
 
 
 def _subgraph_reads(g: onnx.GraphProto) -> Iterator[str]:
