@@ -76,6 +76,10 @@ class Plan:
             if layer.kind not in ("reindex", "affine") or len(layer.inputs) != 1 or layer.inputs[0] not in res:
                 continue
             lo, hi = res[layer.inputs[0]]
+            mapper = getattr(layer, "map_bounds", None)
+            if mapper is not None:  # a map with mixed-sign weights (cubic Resize): the exact image of the box
+                res[layer.outputs[0]] = mapper(xp, lo, hi)
+                continue
             try:
                 a, b = layer.forward(xp, [lo])[0], layer.forward(xp, [hi])[0]
             except Unsupported:

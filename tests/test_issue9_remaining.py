@@ -181,8 +181,6 @@ def _resize_conv_model(mode: str) -> tuple[object, tuple[int, ...]]:
     return b.model([1, 1, 4, 4], [(y, H.FLOAT)], 13), (1, 1, 4, 4)
 
 
-@pytest.mark.xfail(strict=True, reason="Plan.bounds does not call Layer.map_bounds yet (plan.py is the lead's): "
-                                       "remove this marker when it does")
 def test_plan_bounds_of_a_cubic_resize_contain_the_first_conv_input() -> None:
     """End to end: the bounds Z^B gets for the first convolution's input contain the Resize output of inputs in
     the user's box."""
@@ -386,8 +384,6 @@ def test_gradient_verdict_keeps_ties_ahead_of_the_rounding_spread() -> None:
     assert cov.gradient_verdict(base | {"grad_err": 0.9, "tie_count": 0, "reference_check": 1e-3}) == "reference?"
 
 
-@pytest.mark.xfail(strict=True, reason="the gate detection (ops/elementwise.py _SEE_THROUGH, not this part's file) "
-                                       "does not see through Resize yet: remove this marker when it does")
 def test_a_mul_by_an_upsampled_sigmoid_is_a_gate() -> None:
     """GhostNetV2's DFC attention: ``h ⊙ Resize(sigmoid(conv(avgpool(x))))`` (nearest ×2). The upsampled sigmoid is
     still a gate in (0, 1); as a *product* it gets the uniform rule and, on the coverage zoo's GhostNetV2, Σ|R| of

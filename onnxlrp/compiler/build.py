@@ -36,10 +36,8 @@ TARGET = "target"
 LOGITS = "logits"
 HEATMAP = "heatmap"
 
-# ops whose output is never negative, and ops that keep non-negativity of their (first) input
-_NONNEG = {"Relu", "Sigmoid", "Softmax", "Exp", "Abs", "Sqrt", "HardSigmoid", "Softplus"}
-_KEEPS_SIGN = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose",
-               "Squeeze", "Unsqueeze", "Identity", "Slice", "Split", "Dropout", "ReduceMax", "ReduceMean"}
+# activations whose output is never negative
+_NONNEG = {"Relu", "Sigmoid", "HardSigmoid", "Softplus"}
 
 
 def compilable_methods() -> list[str]:
@@ -174,22 +172,38 @@ def _sample_shape(prepared: PreparedModel, shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)  # type: ignore[arg-type]
 
 
-def nonneg_tensors(model: onnx.ModelProto) -> set[str]:
-    """Tensors of ``model`` that are never negative (ReLU outputs and what pools/reshapes make of them)."""
-    consts = {t.name for t in model.graph.initializer}
+def nonneg_tensors(layers: list[Any]) -> set[str]:
+    """Tensors that are never negative: outputs of ReLU-like activations (ReLU, ReLU6 and any ``Clip`` with a
+    lower bound ≥ 0, sigmoids, softmax), and what pools, reductions and re-indexing make of them."""
+    from ..ops.attention import SoftmaxLayer
+    from ..ops.elementwise import ActivationLayer
+    from ..ops.pooling import AvgPoolLayer, MaxPoolLayer, ReduceLayer
+    from ..ops.reindex import (
+        ConcatLayer,
+        ExpandLayer,
+        GatherLayer,
+        PadLayer,
+        ReshapeLayer,
+        SliceLayer,
+        SplitLayer,
+        TileLayer,
+        TransposeLayer,
+    )
+
+    keeps = (ReshapeLayer, TransposeLayer, ConcatLayer, SplitLayer, SliceLayer, GatherLayer, ExpandLayer, TileLayer,
+             MaxPoolLayer, AvgPoolLayer, ReduceLayer)
     known: set[str] = set()
-    for node in model.graph.node:
-        op = node.op_type
-        data = [i for i in node.input[:1] if i]
-        if op in _NONNEG or (op in _KEEPS_SIGN and data and data[0] in known) or (
-                op == "Concat" and node.input and all(i in known for i in node.input if i not in consts)):
-            known.update(o for o in node.output[:1] if o)
-            if op == "Split":
-                known.update(o for o in node.output if o)
-        elif op == "Clip" and data and len(node.input) > 1 and node.input[1] in consts:
-            lo = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == node.input[1])
-            if lo.size == 1 and float(lo) >= 0:
-                known.update(o for o in node.output[:1] if o)
+    for layer in layers:
+        positive = False
+        if isinstance(layer, SoftmaxLayer):
+            positive = True
+        elif type(layer) is ActivationLayer:
+            lo = getattr(layer, "bounds", (None, None))[0]
+            positive = layer.op_type in _NONNEG or (layer.op_type == "Clip" and lo is not None and lo >= 0)
+        elif isinstance(layer, keeps) or (isinstance(layer, PadLayer) and layer.value >= 0):
+            positive = bool(layer.inputs) and all(i in known for i in layer.inputs)
+        if positive:
+            known.update(layer.outputs)
     return known
 
 
@@ -205,7 +219,7 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
     tr = GraphTracer(graph.input_name, opset)
     if fixed:
         tr.fixed_batch = n0
-    signs = nonneg_tensors(plan.model)
+    signs = nonneg_tensors(plan.graph.layers)
     acts: dict[str, Traced] = {}
     for name in graph.tensors:
         acts[name] = tr.input(name, graph.shapes[name], np.float32, "nonneg" if name in signs else None)

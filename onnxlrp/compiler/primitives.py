@@ -23,6 +23,8 @@ from .tracer import Traced, TraceError, Tracer
 class GraphTracer(Tracer):
     """:class:`Tracer` with the windowed kernels as single ONNX nodes."""
 
+    flip_stride1 = True  # a stride-1 transposed convolution as a Conv with the flipped kernel (else ConvTranspose)
+
     def native_conv(self, x: Any, w: Any, b: Any, strides: Sequence[int], dilations: Sequence[int],
                     pads: Sequence[int], group: int) -> Traced:
         """``Conv(x, w, b)``."""
@@ -58,7 +60,7 @@ class GraphTracer(Tracer):
         out_shape = (tv.shape[0], c, *[int(n) for n in in_spatial])
         tpads = [(k[i] - 1) * d[i] - p[i] for i in range(nd)] + [(k[i] - 1) * d[i] - p[nd + i] for i in range(nd)]
         o = tv.shape[2:]
-        if all(st == 1 for st in s) and min(tpads) >= 0:
+        if self.flip_stride1 and all(st == 1 for st in s) and min(tpads) >= 0:
             # a stride-1 transposed convolution is a convolution with the flipped kernel (faster in onnxruntime)
             wf = self.const_name(flip_kernel(np.asarray(tw.const, np.float32), group))
             name = self.node("Conv", [tv.name, wf], kernel_shape=list(k), dilations=d, pads=tpads,  # type: ignore[list-item]

@@ -454,7 +454,10 @@ class Tracer:
         return self._elementwise("Add", np.add, [a, b], sign=sign)
 
     def _keep_or_cast(self, a: Traced, b: Any) -> Traced:
-        # x + 0.0 is x except that it turns −0.0 into +0.0; keep that meaning with a real Add
+        # x + 0.0 is x except that it turns −0.0 into +0.0, which only the sign bit shows: the tracer's copysign
+        # tests ``< 0`` (−0.0 counts as positive there already), so the Add is left out
+        if np.result_type(a.dtype, b) == a.dtype:
+            return a.copy()
         return self._elementwise("Add", np.add, [a, b], sign=a.sign)
 
     def subtract(self, a: Any, b: Any) -> Traced:

@@ -271,7 +271,8 @@ for _op in ("Add", "Sub", "Mul", "Div", "Sum"):
 # gates
 
 _GATE_PRODUCERS = {"Sigmoid", "HardSigmoid", "Tanh", "Softmax"}
-_SEE_THROUGH = {"Reshape", "Flatten", "Unsqueeze", "Squeeze", "Identity", "Expand", "Transpose", "Tile"}
+_SEE_THROUGH = {"Reshape", "Flatten", "Unsqueeze", "Squeeze", "Identity", "Expand", "Transpose", "Tile", "Resize",
+                "Upsample"}
 
 
 def _source_op(ctx: NodeContext, name: str) -> str | None:
