@@ -106,6 +106,7 @@ def _torch_gradcam(model, module, x: np.ndarray, target: int, to_grid) -> np.nda
     return cam.expand(-1, x.shape[1], -1, -1).numpy()
 
 
+@pytest.mark.crosscheck
 def test_vit_gradcam_matches_torch() -> None:
     torch = pytest.importorskip("torch")
     tv = pytest.importorskip("torchvision")
@@ -138,6 +139,7 @@ def test_vit_gradcam_matches_torch() -> None:
     assert H.rel_err(guided, ex.explain(x, target=0, method="gradcam") * gb) < TOL
 
 
+@pytest.mark.crosscheck
 def test_swin_gradcam_matches_torch() -> None:
     torch = pytest.importorskip("torch")
     tv = pytest.importorskip("torchvision")
