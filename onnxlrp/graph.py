@@ -6,7 +6,8 @@ onnxruntime's *basic* optimisations canonicalise the graph — constant folding 
 arithmetic and exporter padding sub-graphs, Conv+BatchNorm fusion, MatMul+Add → Gemm,
 Identity/Dropout removal (:func:`canonicalize`) — then build one :class:`~onnxlrp.ops.Layer`
 per node, fold what is left to fold (BatchNorm or a per-channel scale/bias after a
-Gemm/MatMul/Conv) and annotate what the composites need (:func:`build_graph`).
+Gemm/MatMul/Conv) and annotate what the composites need (:func:`build_graph`). The NaN guard
+that PyTorch's SDPA writes after the attention softmax is read as an identity (:func:`nan_guard`).
 
 Nothing here runs a tensor op of the model.
 """
@@ -154,24 +155,28 @@ def prepare(model: onnx.ModelProto, output: str | None = None) -> PreparedModel:
     return PreparedModel(new, inp.name, dims, explained, chosen, stripped, meta, weights)
 
 
-_GUARD_TESTS = {"IsNaN", "IsInf"}
 _RANK_ONE_UP = {"Softmax", "LogSoftmax", "Gemm", "Conv", "Concat", "Flatten", "LayerNormalization"}  # rank ≥ 1
 
 
 def nan_guard(node: onnx.NodeProto, producer: Callable[[str], onnx.NodeProto | None],
               fill_rank: Callable[[str], int | None], rank_at_least: Callable[[str, int], bool]) -> str | None:
-    """The tensor ``x`` that ``node`` guards, if it is a NaN/Inf guard; else None.
+    """The softmax output ``s`` that ``node`` guards, if it is a NaN guard; else None.
 
-    A guard is ``Where(IsNaN(x), c, x)`` or ``Where(Not(IsNaN(x)), x, c)`` (``IsInf`` likewise) with
-    ``c`` a float constant of one element whose rank does not exceed ``x``'s: it equals ``x``
-    wherever ``x`` is not NaN (not infinite). PyTorch's SDPA decomposition writes one after the
-    softmax of attention (a fully masked row gives NaN there, replaced by 0). ``producer(name)``
-    gives the node writing a tensor, ``fill_rank(name)`` the rank of a one-element float constant
-    (None if the tensor is none), ``rank_at_least(name, r)`` whether a tensor has rank ≥ r.
+    A guard is ``Where(IsNaN(s), c, s)`` or ``Where(Not(IsNaN(s)), s, c)`` with ``s`` the output of
+    a ``Softmax`` and ``c`` a float constant of one element whose rank does not exceed ``s``'s.
+    PyTorch's SDPA decomposition writes one after the softmax of attention: a fully masked row
+    (every logit ``-inf``) gives NaN there, replaced by ``c = 0``; otherwise the guard is the
+    identity. ``producer(name)`` gives the node writing a tensor, ``fill_rank(name)`` the rank of
+    a one-element float constant (None if the tensor is none), ``rank_at_least(name, r)`` whether
+    a tensor has rank ≥ r.
 
-    The layer graph reads a guard as ``Identity(x)`` (:func:`build_graph`); the forward pass keeps
-    it, so predictions are the model's. Where the guard fires, ``x`` holds NaN and the explanation is
-    refused (non-finite relevance), never made as if the guard had not fired.
+    The layer graph reads a guard as ``Identity(s)`` (:func:`build_graph`); the forward pass keeps
+    it, so predictions are the model's. Where the guard fires, the forward's ``s`` holds NaN, which
+    every rule and the gradient carry on (the attention weights multiply what flows through them),
+    so the explanation is refused, never made as if the guard had not fired. Only a softmax's
+    output qualifies: a guard elsewhere (``IsInf`` on masked logits, ``IsNaN`` before a rule that
+    zeroes non-finite inputs) may fire on inputs the model is meant for, and reading it as the
+    identity would explain another function than the one that ran.
     """
     if node.op_type != "Where" or node.domain not in ("", "ai.onnx") or len(node.input) != 3:
         return None
@@ -180,18 +185,19 @@ def nan_guard(node: onnx.NodeProto, producer: Callable[[str], onnx.NodeProto | N
     negated = False
     if test is not None and test.op_type == "Not" and test.domain in ("", "ai.onnx") and test.input:
         negated, test = True, producer(test.input[0])
-    if test is None or test.op_type not in _GUARD_TESTS or test.domain not in ("", "ai.onnx") or not test.input:
+    if test is None or test.op_type != "IsNaN" or test.domain not in ("", "ai.onnx") or not test.input:
         return None
     x = test.input[0]
     fill, kept = (b, a) if negated else (a, b)
-    if not x or kept != x:
+    src = producer(x) if x else None
+    if kept != x or src is None or src.op_type != "Softmax" or src.domain not in ("", "ai.onnx"):
         return None
     r = fill_rank(fill)
     return x if r is not None and rank_at_least(x, r) else None
 
 
 def _proto_guard(g: onnx.GraphProto, node: onnx.NodeProto, producer: dict[str, int]) -> str | None:
-    """:func:`nan_guard` on the model as exported (no shapes: a rank-1 fill needs ``x`` from an op of rank ≥ 1)."""
+    """:func:`nan_guard` on the model as exported (no shapes: a rank-1 fill needs an op of rank ≥ 1 before it)."""
     if node.op_type != "Where":
         return None
     inits = {t.name: t for t in g.initializer}
@@ -792,7 +798,7 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
 
 def _guards(nodes: list[_Node], consts: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[int, str]:
     """``id`` of each NaN-guard node among ``nodes`` (after constant folding) → the tensor it guards."""
-    if not any(nd.op_type in _GUARD_TESTS for nd in nodes):
+    if not any(nd.op_type == "IsNaN" for nd in nodes):
         return {}
     producers = {o: nd.proto for nd in nodes for o in nd.outputs}
 

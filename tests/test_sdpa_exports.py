@@ -9,10 +9,10 @@ constants (:class:`onnxlrp.loading._InfPolicy`). The BERT fixtures themselves ar
 
 * guarded and unguarded twins give bit-identical maps (gradient, attnlrp, cp_lrp, epsilon_plus_flat) and
   predictions, on the exported graph and on onnxruntime's canonicalised one, for the guard forms
-  ``Where(IsNaN(s), c, s)``, ``Where(Not(IsNaN(s)), s, c)``, ``Where(IsInf(s), c, s)``, fills of rank 0 and 1;
+  ``Where(IsNaN(s), c, s)`` and ``Where(Not(IsNaN(s)), s, c)`` of a softmax output ``s``, fills of rank 0 and 1;
 * the guarded model's gradient equals float64 central finite differences (rel. error ≤ 1e-4; measured ~1e-7);
 * ``Where`` nodes that only look like guards (swapped branches, a fill of several elements, a non-constant fill,
-  another tensor kept) are still refused by name;
+  another tensor kept, ``IsInf``, a guard before the softmax) are still refused by name;
 * a fully masked row (the guard fires): the prediction is the model's, the explanation is refused;
 * a softmax at the output behind a guard is stripped with it;
 * live (``torch``, ``transformers``): a tiny DistilBERT's SDPA TorchScript export explains like its eager twin.
@@ -37,8 +37,9 @@ def attention_model(guard: str | None = "isnan", fill_rank: int = 0, masked: tup
                     softmax_out: bool = False, seed: int = 0) -> onnx.ModelProto:
     """``x (N, L, D)`` → one attention head with an additive mask ``Where(keep, 0, -inf)`` on the keys
     ``masked`` → [NaN guard] → ``A·V`` → mean over tokens → Gemm → ``(N, C)`` scores (→ Softmax → guard, when
-    ``softmax_out``). ``guard``: None, ``"isnan"``, ``"not"``, ``"isinf"``, or a non-guard: ``"swapped"``
-    (``Where(IsNaN(s), s, c)``), ``"vector_fill"``, ``"dynamic_fill"``, ``"other"`` (keeps another tensor)."""
+    ``softmax_out``). ``guard``: None, ``"isnan"``, ``"not"``, or a non-guard: ``"swapped"``
+    (``Where(IsNaN(s), s, c)``), ``"vector_fill"``, ``"dynamic_fill"``, ``"other"`` (keeps another tensor),
+    ``"isinf"`` (``Where(IsInf(s), c, s)``), ``"before_softmax"`` (the guard on the logits)."""
     b = H.Builder(seed)
     q = b.op("MatMul", ["x", b.const(b.weight([D, D], D), "Wq")])
     k = b.op("MatMul", ["x", b.const(b.weight([D, D], D), "Wk")])
@@ -49,8 +50,12 @@ def attention_model(guard: str | None = "isnan", fill_rank: int = 0, masked: tup
     zero = b.const(np.zeros(1, np.float32), "zero")
     neg = b.op("Constant", [], value=numpy_helper.from_array(np.array([-np.inf], np.float32), "neg_inf"))
     mask = b.op("Where", [keep, zero, neg])  # TorchScript's mask fill: Where(mask, 0, -inf)
-    s = b.op("Softmax", [b.op("Add", [scores, mask])], axis=-1)
-    a = _guarded(b, s, guard, fill_rank)
+    z = b.op("Add", [scores, mask])
+    if guard == "before_softmax":  # a guard on the logits: no softmax output
+        s = b.op("Softmax", [_guarded(b, z, "isnan", fill_rank)], axis=-1)
+    else:
+        s = b.op("Softmax", [z], axis=-1)
+    a = s if guard == "before_softmax" else _guarded(b, s, guard, fill_rank)
     h = b.op("ReduceMean", [b.op("MatMul", [a, v])], axes=[1], keepdims=0)
     y = b.gemm(h, D, C)
     if softmax_out:
@@ -83,7 +88,7 @@ def _x(n: int = 2, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, L, D)).astype(np.float32)
 
 
-@pytest.mark.parametrize(("guard", "fill_rank"), [("isnan", 0), ("isnan", 1), ("not", 0), ("isinf", 1)])
+@pytest.mark.parametrize(("guard", "fill_rank"), [("isnan", 0), ("isnan", 1), ("not", 0), ("not", 1)])
 def test_guard_is_an_identity(guard: str, fill_rank: int) -> None:
     """The guarded model explains bit for bit like its unguarded twin, as exported and canonicalised."""
     x = _x()
@@ -126,25 +131,31 @@ def test_guard_without_shape_inference(monkeypatch: pytest.MonkeyPatch) -> None:
     assert np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("guard", ["swapped", "vector_fill", "dynamic_fill", "other"])
+@pytest.mark.parametrize("guard", ["swapped", "vector_fill", "dynamic_fill", "other", "isinf", "before_softmax"])
 def test_look_alike_guards_are_refused(guard: str) -> None:
-    """Only an exact guard is an identity: the others still meet the unsupported IsNaN, by name."""
-    with pytest.raises(UnsupportedModelError, match=r"op IsNaN\): op type IsNaN is not supported"):
+    """Only an exact guard of a softmax's output is an identity: the others still meet the unsupported IsNaN (IsInf),
+    by name. (``IsInf`` on masked logits fires on the inputs the model is for; a guard before the softmax meets a rule
+    that zeroes non-finite logits: reading either as the identity would explain another function.)"""
+    op = "IsInf" if guard == "isinf" else "IsNaN"
+    with pytest.raises(UnsupportedModelError, match=rf"op {op}\): op type {op} is not supported"):
         Explainer(attention_model(guard), device="cpu")
 
 
 def test_fully_masked_row_predicts_but_is_not_explained() -> None:
     """Every key masked: the softmax row is NaN and the guard makes it 0. The prediction is the model's (the
-    forward keeps the guard); the explanation, which reads the guard as an identity, is refused."""
+    forward keeps the guard); the explanation, which reads the guard as an identity, is refused by every method."""
     model = attention_model("isnan", masked=tuple(range(L)))
     x = _x()
     y = H.ort_session(model).run(None, {"x": x})[0]
     assert np.all(np.isfinite(y))
     ex = Explainer(model, device="cpu")
     assert np.array_equal(ex.predict(x), y)
-    for m in ("gradient", "attnlrp"):
-        with pytest.raises(InputError, match="NaN or infinite"):
-            ex.explain(x, target=0, method=m)
+    from onnxlrp.methods import list_methods
+
+    for m in list_methods():  # the NaN of the softmax row reaches every method's map
+        if "gradcam" not in m:  # (no spatial map here)
+            with pytest.raises(InputError, match="NaN or infinite"):
+                ex.explain(x, target=0, method=m)
 
 
 def test_softmax_behind_a_guard_at_the_output_is_stripped() -> None:
@@ -165,7 +176,7 @@ def test_guard_detection_needs_the_rank() -> None:
 
     node = helper.make_node("Where", ["t", "c", "s"], ["y"])
     test = helper.make_node("IsNaN", ["s"], ["t"])
-    producers = {"t": test}
+    producers = {"t": test, "s": helper.make_node("Softmax", ["z"], ["s"])}
     # (rank of the one-element fill, None: not such a constant; rank of the guarded tensor; the answer)
     for fill, rank, want in [(1, 0, None), (1, 1, "s"), (1, 2, "s"), (0, 0, "s"), (None, 3, None)]:
         got = nan_guard(node, producers.get, lambda name, f=fill: f if name == "c" else None,
