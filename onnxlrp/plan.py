@@ -23,13 +23,14 @@ class Plan:
 
     def __init__(self, prepared: PreparedModel, shape: tuple[int, ...], backend: Backend,
                  threads: int | None = None, shared: dict[str, Forward] | None = None,
-                 accel: Any = None, force_canonical: bool = False) -> None:
+                 accel: Any = None, force_canonical: bool = False, forward: bool = True) -> None:
         """Build the layers for input ``shape``.
 
         The graph is first parsed as exported (with onnxlrp's own constant folding); only if
         that meets something it cannot handle is it canonicalised by onnxruntime's basic
         optimisations and parsed again. ``shared`` caches the forward session of the first
-        route, which serves every input shape.
+        route, which serves every input shape. ``forward=False`` builds the layers only (no session: the
+        compiler records the forward as part of its own graph).
         """
         self.backend = backend
         try:
@@ -44,6 +45,10 @@ class Plan:
             self.graph = build_graph(model, prepared.input_name, prepared.output_name, shape, prepared.weights)
             key = ""
         self.model: onnx.ModelProto = model  # the graph the forward runs (as exported, or canonicalised)
+        self.cache: dict[Any, Any] = {}  # x-independent rule denominators (W², Flat), per layer and shape
+        if not forward:
+            self.forward = None  # type: ignore[assignment]
+            return
         forward = shared.get(key) if (shared is not None and key) else None
         if forward is None or not set(self.graph.tensors) <= set(forward.names) | {prepared.input_name}:
             forward = Forward(model, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads,
@@ -51,7 +56,6 @@ class Plan:
             if shared is not None and key:
                 shared[key] = forward
         self.forward = forward
-        self.cache: dict[Any, Any] = {}  # x-independent rule denominators (W², Flat), per layer and shape
         if accel is not None and not backend.is_gpu:
             for layer in self.graph.linear_layers:
                 if isinstance(layer, ConvLayer):

@@ -35,6 +35,7 @@ MIN_OPSET = 17  # Shape(start, end), ScatterElements(reduction="add"), Reduce* w
 TARGET = "target"
 LOGITS = "logits"
 HEATMAP = "heatmap"
+TOTALS = "relevance_total"
 
 # activations whose output is never negative
 _NONNEG = {"Relu", "Sigmoid", "HardSigmoid", "Softplus"}
@@ -118,6 +119,18 @@ def compile_explanation(
             raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
                                         "please report this model")
     return compiled
+
+
+def compile_prepared(prepared: PreparedModel, method: str, sample: tuple[int, ...], targets: int, predicted: bool,
+                     opts: dict[str, Any], diagnostics: bool = False) -> onnx.ModelProto:
+    """Compile for a model :func:`~onnxlrp.graph.prepare` already checked (the Explainer's fast path): dynamic
+    batch unless the model fixes it, no verification, options already validated."""
+    m = _method(method)
+    if opset_of(prepared.model) < MIN_OPSET:
+        raise UnsupportedModelError(f"opset {opset_of(prepared.model)} < {MIN_OPSET}")
+    fixed = prepared.input_dims[0] if prepared.input_dims else None
+    return _build(prepared, m, fixed or MARKER, fixed is not None, tuple(sample), targets, predicted, False, opts,
+                  diagnostics)
 
 
 class _PlanError(UnsupportedModelError):
@@ -208,10 +221,14 @@ def nonneg_tensors(layers: list[Any]) -> set[str]:
 
 
 def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tuple[int, ...], k: int,
-           predicted: bool, relu: bool, opts: dict[str, Any]) -> onnx.ModelProto:
-    """Trace the backward of ``m`` at batch ``n0`` and assemble the compiled model."""
+           predicted: bool, relu: bool, opts: dict[str, Any], diagnostics: bool = False) -> onnx.ModelProto:
+    """Trace the backward of ``m`` at batch ``n0`` and assemble the compiled model.
+
+    ``diagnostics`` adds the output ``relevance_total``: Σ|R| of every pass and sample before the
+    post-processing, in float64 (the quantity the engine's overflow and blow-up checks read).
+    """
     try:
-        plan = Plan(prepared, (n0,) + sample, Backend(np, "cpu"), threads=1)
+        plan = Plan(prepared, (n0,) + sample, Backend(np, "cpu"), threads=1, forward=False)
     except Exception as exc:  # noqa: BLE001 - at the marker batch size, retried with a fixed batch
         raise _PlanError(f"the layer graph could not be built for a dynamic batch: {exc}") from None
     graph = plan.graph
@@ -238,6 +255,7 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
         if comp.needs_bounds:
             ctx.bounds = plan.bounds(*_bounds(tr, x, opts.get("low"), opts.get("high")), xp=tr)
         rel = _backward(plan, acts, start, comp, ctx)
+        totals = tr.abs(rel).sum(axis=tuple(range(2, rel.ndim)), dtype=np.float64) if diagnostics else None
         rel = rel * scale.reshape(scale.shape[:2] + (1,) * (rel.ndim - 2))
         heat = post(tr, m.post, rel, x, tg.shape[0])
         if relu:
@@ -247,7 +265,13 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
             heat = heat[0]
     except TraceError as exc:
         raise UnsupportedModelError(f"{m.name} cannot be compiled: {exc}") from None
-    return _assemble(prepared, plan, tr, heat, logits, m, n0, fixed, sample, k, predicted, relu, opts)
+    model = _assemble(prepared, plan, tr, heat, logits, m, n0, fixed, sample, k, predicted, relu, opts)
+    if totals is not None:
+        model.graph.node.append(helper.make_node("Identity", [tr.name_of(totals)], [TOTALS], name="lrp_totals"))
+        model.graph.output.append(helper.make_tensor_value_info(TOTALS, onnx.TensorProto.DOUBLE, None))
+        model.graph.initializer.extend(t for name, t in tr.initializers.items()
+                                       if name not in {i.name for i in model.graph.initializer})
+    return model
 
 
 def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx: RuleContext) -> Traced:
@@ -386,4 +410,5 @@ def _bound_repr(v: Any) -> Any:
     return f"array of shape {list(a.shape)}"
 
 
-__all__ = ["HEATMAP", "LOGITS", "TARGET", "compilable_methods", "compile_explanation", "nonneg_tensors"]
+__all__ = ["HEATMAP", "LOGITS", "TARGET", "TOTALS", "compilable_methods", "compile_explanation", "compile_prepared",
+           "nonneg_tensors"]
