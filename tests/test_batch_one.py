@@ -4,8 +4,10 @@ The model here: ``x [N, 3, 4, 4]`` → Conv → Relu → ``Reshape(·, [1, -1])`
 reshape gives ``(1, 64)`` and the Gemm cannot take it; the explainer detects that on the first
 failure at batch > 1 (batch 1 runs, batch 2 does not), warns once (``BatchOneWarning``) and from
 then on explains one sample at a time. Every method (and ``predict``) on a batch of 3 must equal
-the same method on a twin of the model whose input is declared batch 1 (the fixed-batch route),
-exactly: the same arithmetic on the same samples.
+the same method on a twin of the model whose input is declared batch 1 (the fixed-batch route):
+exactly for ``predict``, to 1e-5 relative (``helpers_onnx.rel_err``) for the maps — the compiled
+fast path may pick other float32 kernels for a declared batch of 1 than for a dynamic one
+(measured ≤ 4e-7) — and bit for bit on the engine (``kernels="engine"``).
 """
 
 from __future__ import annotations
@@ -69,8 +71,14 @@ def test_every_method_on_a_batch_equals_one_sample_at_a_time(method: str,
     want = fixed.explain(x, target=[0, 2, 4], method=method, **opts)
     assert ex.batch_one
     assert got.shape == x.shape
-    np.testing.assert_array_equal(got, want)
+    assert H.rel_err(got, want) <= 1e-5, H.rel_err(got, want)
     assert np.abs(got).max() > 0
+    engine = Explainer(_model(None), device="cpu", kernels="engine")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BatchOneWarning)
+        np.testing.assert_array_equal(engine.explain(x, target=[0, 2, 4], method=method, **opts),
+                                      Explainer(_model(1), device="cpu", kernels="engine").explain(
+                                          x, target=[0, 2, 4], method=method, **opts))
 
 
 def test_first_call_is_an_explanation_without_target() -> None:
@@ -82,7 +90,7 @@ def test_first_call_is_an_explanation_without_target() -> None:
         ex = Explainer(_model(None), device="cpu")
         with pytest.warns(BatchOneWarning):
             got = ex.explain(x, method=method, **kw)
-        np.testing.assert_array_equal(got, fixed.explain(x, method=method, **kw))
+        assert H.rel_err(got, fixed.explain(x, method=method, **kw)) <= 1e-5, method
 
 
 def test_a_model_that_runs_at_batch_two_is_left_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
