@@ -322,7 +322,9 @@ class Explainer:
         if inner is None:
             # the layers are built for these fixed inputs (constants of the prepared model); the forward pass runs
             # on one session per explained shape that takes them as run-time inputs
-            kw = {"device": self.device, "output": self._output, "threads": self.threads, "kernels": self._kernels,
+            # (the engine, not the compiled fast path: that would compile a graph and a session per mask set)
+            kw = {"device": self.device, "output": self._output, "threads": self.threads,
+                  "kernels": "engine" if self._kernels == "auto" else self._kernels,
                   "memory_budget": self.memory_budget}
             shapes = (emb.shape,) + tuple(feeds[n].shape for n in plan.fixed)
             shared = self._shared.get(shapes)
