@@ -42,7 +42,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def test_array_kernels_match_the_onnxruntime_path(model: str) -> None:
     """Every method: the generic xp kernels (used on the GPU) give the CPU path's heatmaps."""
     x, targets = _inputs()
-    fast = Explainer(FIXTURES / f"{model}.onnx", device="cpu")
+    fast = Explainer(FIXTURES / f"{model}.onnx", device="cpu", kernels="engine")  # (the compiled path: test_compiler)
     generic = Explainer(FIXTURES / f"{model}.onnx", device="cpu", kernels="array")
     assert fast._accel is not None and generic._accel is None
     for method in list_methods():

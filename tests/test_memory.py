@@ -79,15 +79,20 @@ def test_chunking_keeps_per_call_memory_bounded(tmp_path: Path, monkeypatch: pyt
 
     arch = H.arch_image()
     path = H.save_checked(arch.model, tmp_path, "img.onnx", arch.shape)
-    ex = Explainer(path, device="cpu")
-    ex.memory_budget = 2 * ex.bytes_per_sample(arch.shape, 1)
-    seen: list[int] = []
-    run = Plan.run_forward
-    monkeypatch.setattr(Plan, "run_forward", lambda self, x: seen.append(x.shape[0]) or run(self, x))
+    from onnxlrp.compiler.fast import FastPath
+
     x = np.random.default_rng(2).standard_normal((64,) + arch.shape).astype(np.float32)
-    heat = ex.explain(x, target=0, method="lrp")
-    assert heat.shape == x.shape
-    assert sum(seen) == 64 and max(seen) <= 2
+    seen: list[int] = []
+    run, fast = Plan.run_forward, FastPath.propagate
+    monkeypatch.setattr(Plan, "run_forward", lambda self, x: seen.append(x.shape[0]) or run(self, x))
+    monkeypatch.setattr(FastPath, "propagate", lambda self, m, x, *a: seen.append(x.shape[0]) or fast(self, m, x, *a))
+    for kernels in ("engine", "auto"):  # the engine's forward, and the compiled graph's calls
+        ex = Explainer(path, device="cpu", kernels=kernels)
+        ex.memory_budget = 2 * ex.bytes_per_sample(arch.shape, 1)
+        seen.clear()
+        heat = ex.explain(x, target=0, method="lrp")
+        assert heat.shape == x.shape
+        assert sum(seen) == 64 and max(seen) <= 2, kernels
 
 
 def test_giant_input_is_refused_before_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..backend import Backend
-from ..errors import InputError, UnsupportedModelError
+from ..errors import InputError, OnnxLrpError, UnsupportedModelError
 from ..graph import PreparedModel, opset_of, prepare
 from ..loading import load_model
 from ..methods import METHODS, Method, start_relevance
@@ -283,9 +283,12 @@ def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx
         def traced(lay: Any, c: Any, ins: Any, outs: Any, gouts: Any) -> Any:
             try:
                 return rule(lay, c, ins, outs, gouts)
-            except TraceError as exc:
+            except OnnxLrpError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - TraceError, or array code the tracer does not offer
+                why = str(exc) if isinstance(exc, TraceError) else f"{exc.__class__.__name__}: {exc}"
                 raise UnsupportedModelError(f"node {lay.name!r} (op {lay.op_type}, rule {rule}) cannot be compiled: "
-                                            f"{exc}") from None
+                                            f"{why}") from None
 
         return traced
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, OnnxLrpError
+from ..errors import InputError
 from ..graph import PreparedModel
 from ..methods import Method, start_relevance
 from ..propagation import check_blow_up, check_logits, normalised
@@ -62,7 +62,7 @@ class FastPath:
             proto = compile_prepared(self.prepared, m.name, tuple(x.shape[1:]), t_count or 1, t_count is None, baked,
                                      diagnostics=True)
             sess = make_session(proto, None, self.threads)
-        except OnnxLrpError:
+        except Exception:  # noqa: BLE001 - whatever the compiler refuses or fails on runs on the engine
             self._refused.add(key)
             return None
         self._sessions[key] = sess

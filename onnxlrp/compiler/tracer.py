@@ -533,6 +533,20 @@ class Tracer:
         """``log(a)``."""
         return self._elementwise("Log", np.log, [a])
 
+    def log1p(self, a: Any) -> Traced:
+        """``log(1 + a)``."""
+        t = self.wrap(a)
+        if t.const is not None:
+            return self.wrap(np.log1p(t.const))
+        return self.log(self.add(t, np.asarray(1.0, t.dtype)))
+
+    def expm1(self, a: Any) -> Traced:
+        """``exp(a) − 1``."""
+        t = self.wrap(a)
+        if t.const is not None:
+            return self.wrap(np.expm1(t.const))
+        return self.subtract(self.exp(t), np.asarray(1.0, t.dtype))
+
     def sqrt(self, a: Any) -> Traced:
         """``√a``."""
         return self._elementwise("Sqrt", np.sqrt, [a], sign="nonneg")
