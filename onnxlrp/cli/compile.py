@@ -56,7 +56,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="lower end of the input box for Z^B methods: one value or one per channel")
     p.add_argument("--high", type=parse_floats_arg, metavar="V[,V,V]", help="upper end of the input box")
     p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
-                   help="a method option (epsilon, gamma, bias); repeatable")
+                   help="a method option (epsilon, gamma, bias, layer); repeatable")
     p.add_argument("--relu", action="store_true", help="clip the heatmap at 0")
     p.add_argument("--output-name", dest="output_name", metavar="NAME", help="model output to explain")
     p.add_argument("--no-verify", dest="verify", action="store_false",

@@ -42,8 +42,8 @@ _NONNEG = {"Relu", "Sigmoid", "HardSigmoid", "Softplus"}
 
 
 def compilable_methods() -> list[str]:
-    """The methods :func:`compile_explanation` compiles (the propagation and gradient families)."""
-    return [name for name, m in METHODS.items() if m.family in ("lrp", "gradient")]
+    """The methods :func:`compile_explanation` compiles (the propagation and gradient families, Grad-CAM)."""
+    return [name for name, m in METHODS.items() if m.family in ("lrp", "gradient", "cam")]
 
 
 def compile_explanation(
@@ -141,7 +141,7 @@ def _method(name: Any) -> Method:
     if not isinstance(name, str) or name not in METHODS:
         raise InputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     m = METHODS[name]
-    if m.family not in ("lrp", "gradient"):
+    if m.family not in ("lrp", "gradient", "cam"):
         raise UnsupportedModelError(f"method {name!r} ({m.family} family) cannot be compiled yet; compilable: "
                                     + ", ".join(compilable_methods()))
     return m
@@ -248,6 +248,15 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
         tg = tr.input(TARGET, (n0,), np.int64)[None]
     else:
         tg = tr.transpose(tr.input(TARGET, (n0, k), np.int64), (1, 0))
+    if m.family == "cam":
+        try:
+            heat = _gradcam(prepared, plan, tr, acts, logits, tg, x, sample, m.name == "guided_gradcam",
+                            opts.get("layer"))
+            heat = (tr.maximum(heat, 0.0) if relu else heat).astype(np.float32)
+        except TraceError as exc:
+            raise UnsupportedModelError(f"{m.name} cannot be compiled: {exc}") from None
+        return _assemble(prepared, plan, tr, heat[0] if k == 1 else heat, logits, m, n0, fixed, sample, k, predicted,
+                         relu, opts)
     comp = composite_for(m, opts)
     ctx = RuleContext(tr, cache={})
     try:
@@ -274,7 +283,49 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
     return model
 
 
-def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx: RuleContext) -> Traced:
+def _gradcam(prepared: PreparedModel, plan: Plan, tr: GraphTracer, acts: dict[str, Traced], logits: Traced,
+             tg: Traced, x: Traced, sample: tuple[int, ...], guided: bool, layer: str | None) -> Traced:
+    """Grad-CAM (and × guided backprop) as :func:`onnxlrp.cam.gradcam` computes it, traced.
+
+    Without ``layer`` the default map is chosen as the engine chooses it (the last grid that receives
+    gradient), by one engine run on a random input of batch 1; the choice depends on the graph's
+    structure, not on the input.
+    """
+    from types import SimpleNamespace
+
+    from .. import cam
+    from ..methods import METHODS as _M
+    from ..plan import Engine
+
+    in_spatial = cam.input_spatial(plan, (1,) + sample)
+    if layer is None:
+        n = tr.fixed_batch or 1
+        probe = Plan(prepared, (n,) + sample, Backend(np, "cpu"), threads=1)
+        engine = Engine(lambda shape: probe, Backend(np, "cpu"), n, lambda shape, passes: n)
+        x0 = np.random.default_rng(0).standard_normal((n,) + sample).astype(np.float32)
+        name = cam._default_map(engine, probe, x0, np.zeros((1, n), np.int64), in_spatial)[0]
+    else:
+        original = {o for node in prepared.model.graph.node for o in node.output}
+        name = cam.cam_layer(plan, layer, original)
+    grid = cam.read_grid(tuple(plan.graph.shapes[name]), in_spatial)
+    if grid is None:
+        raise UnsupportedModelError(f"Grad-CAM layer {name!r} does not read as a feature map on a grid")
+    start = start_relevance("onehot", logits, tg, xp=tr)
+    grad = _backward(plan, acts, start, _M["gradient"].composite(), RuleContext(tr), stop_at=name)  # type: ignore[misc]
+    ndim = len(plan.graph.shapes[name])
+    a = grid.to_channels_first(tr, acts[name], ndim)
+    g = grid.to_channels_first(tr, grad, ndim)
+    w = g.mean(axis=tuple(range(3, g.ndim)), keepdims=True)
+    heat = cam.resize_to_input(SimpleNamespace(backend=SimpleNamespace(xp=tr)), plan,  # type: ignore[arg-type]
+                               (w * a[None]).sum(axis=2), x.shape)
+    if guided:
+        gb = _backward(plan, acts, start, _M["guided_backprop"].composite(), RuleContext(tr))  # type: ignore[misc]
+        heat = heat * gb
+    return heat
+
+
+def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx: RuleContext,
+              stop_at: str | None = None) -> Traced:
     """``plan.backward`` with the tracer, naming the layer where tracing fails."""
 
     def rule_for(layer: Any) -> Any:
@@ -292,7 +343,7 @@ def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx
 
         return traced
 
-    return plan.backward(acts, start, rule_for, ctx)  # type: ignore[arg-type]
+    return plan.backward(acts, start, rule_for, ctx, stop_at=stop_at)  # type: ignore[arg-type]
 
 
 def _bounds(tr: GraphTracer, x: Traced, low: Any, high: Any) -> tuple[Traced, Traced]:
