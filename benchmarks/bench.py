@@ -3,8 +3,10 @@
 One run times, per model × batch size, on one random input (normal, fixed seed):
 
 * the plain onnxruntime forward (``InferenceSession`` on the model file, ``ORT_ENABLE_ALL``);
-* each onnxlrp method (``Explainer.explain`` with a fixed target; one warm-up call first, so building the
-  plan and the modified weights is excluded from the median and reported on its own);
+* each onnxlrp method on the engine (``Explainer(kernels="engine").explain`` with a fixed target; one warm-up
+  call first, so building the plan and the modified weights is excluded from the median and reported on its
+  own) and as a compiled graph (``onnxlrp.compiler.compile_explanation`` run in a plain onnxruntime session,
+  the ``compiled`` column; ``--no-compiled`` skips it) — the Explainer's default CPU path runs the latter;
 * Zennit's equivalent on the same weights when torch and Zennit import and the model comes from torchvision
   (the cached random-weight exports of ``benchmarks/models.py``) or is the shipped EfficientNet-Lite0.
 
@@ -664,7 +666,8 @@ def run_case(spec: Any, batch: int, methods: list[str], args: argparse.Namespace
     res.targets = targets
 
     t0 = time.perf_counter()
-    ex = Explainer(str(spec.path), device=args.device, threads=args.threads)
+    # the engine (layer by layer); the compiled graphs are timed in their own column
+    ex = Explainer(str(spec.path), device=args.device, threads=args.threads, kernels="engine")
     res.explainer_init_s = time.perf_counter() - t0
     res.plan_s = _plan_for(ex, x.shape)
     if zennit is not None:
@@ -798,7 +801,7 @@ def child_main(payload: str) -> int:
     elif lib == "onnxlrp":
         from onnxlrp import Explainer
 
-        ex = Explainer(str(spec.path), device=device, threads=threads)
+        ex = Explainer(str(spec.path), device=device, threads=threads, kernels="engine")
         _plan_for(ex, x.shape)
 
         def work() -> Any:

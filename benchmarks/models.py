@@ -38,7 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 CACHE_DIR = Path(os.environ.get("ONNXLRP_BENCH_CACHE", BENCH_DIR / ".cache"))
 SHIPPED = {"efficientnet_lite0": REPO_ROOT / "models" / "efficientnet_lite0.onnx"}
-RANDOM_MODELS = ("vgg16", "resnet50")
+RANDOM_MODELS = ("vgg16", "resnet50", "mobilenet_v3_large", "vit_b_16")
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -315,6 +315,8 @@ def get_model(name: str, source: str = "auto", seed: int = 0, log: Callable[[str
                     log(f"torchvision export failed ({exc.__class__.__name__}: {exc}); using the NumPy builder")
                     return get_model(name, "numpy", seed, log)
             else:
+                if name not in NUMPY_BUILDERS:
+                    raise ValueError(f"{name} needs torchvision (no NumPy builder)")
                 _atomic_save(NUMPY_BUILDERS[name](seed), path)
         factory = None
         kind = None
@@ -322,7 +324,7 @@ def get_model(name: str, source: str = "auto", seed: int = 0, log: Callable[[str
             def factory() -> Any:
                 return torchvision_module(name, seed)
 
-            kind = "vgg" if name.startswith("vgg") else "resnet"
+            kind = "vgg" if name.startswith("vgg") else "resnet" if name.startswith("resnet") else None
         return ModelSpec(name, path, src, IMAGE_SHAPE, factory, kind, f"random weights, seed {seed}")
     path = Path(name)
     if path.suffix == ".onnx" and path.exists():

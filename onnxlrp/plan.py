@@ -46,20 +46,32 @@ class Plan:
             key = ""
         self.model: onnx.ModelProto = model  # the graph the forward runs (as exported, or canonicalised)
         self.cache: dict[Any, Any] = {}  # x-independent rule denominators (W², Flat), per layer and shape
-        if not forward:
-            self.forward = None  # type: ignore[assignment]
-            return
-        forward = shared.get(key) if (shared is not None and key) else None
-        if forward is None or not set(self.graph.tensors) <= set(forward.names) | {prepared.input_name}:
-            forward = Forward(model, prepared.input_name, prepared.output_name, self.graph.tensors, backend, threads,
-                              prepared.weights)
-            if shared is not None and key:
-                shared[key] = forward
-        self.forward = forward
+        self._forward: Forward | None = None
+        self._make_forward = None
+        if forward:
+            def make() -> Forward:
+                fwd = shared.get(key) if (shared is not None and key) else None
+                if fwd is None or not set(self.graph.tensors) <= set(fwd.names) | {prepared.input_name}:
+                    fwd = Forward(model, prepared.input_name, prepared.output_name, self.graph.tensors, backend,
+                                  threads, prepared.weights)
+                    if shared is not None and key:
+                        shared[key] = fwd
+                return fwd
+
+            self._make_forward = make  # the session is made on first use (a compiled graph may serve every call)
         if accel is not None and not backend.is_gpu:
             for layer in self.graph.linear_layers:
                 if isinstance(layer, ConvLayer):
                     layer.accel = accel
+
+    @property
+    def forward(self) -> Forward:
+        """The onnxruntime session exposing every tensor the backward needs (made on first use)."""
+        if self._forward is None:
+            if self._make_forward is None:
+                raise UnsupportedModelError("this plan was built without a forward session")
+            self._forward = self._make_forward()
+        return self._forward
 
     def run_forward(self, x: np.ndarray) -> dict[str, Array]:
         """Forward pass: every tensor the backward needs, on the backend's device."""

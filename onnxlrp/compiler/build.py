@@ -9,7 +9,6 @@ an int64 ``target`` and returns the logits and the heatmap(s); any ONNX runtime 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -29,7 +28,7 @@ from ..plan import Plan
 from ..propagation import composite_for, normalised, post
 from ..rules import RuleContext
 from .primitives import GraphTracer
-from .tracer import MARKER, Traced, TraceError
+from .tracer import MARKER, Traced, TraceError, weight_key
 
 MIN_OPSET = 17  # Shape(start, end), ScatterElements(reduction="add"), Reduce* with axes
 TARGET = "target"
@@ -124,13 +123,14 @@ def compile_explanation(
 def compile_prepared(prepared: PreparedModel, method: str, sample: tuple[int, ...], targets: int, predicted: bool,
                      opts: dict[str, Any], diagnostics: bool = False) -> onnx.ModelProto:
     """Compile for a model :func:`~onnxlrp.graph.prepare` already checked (the Explainer's fast path): dynamic
-    batch unless the model fixes it, no verification, options already validated."""
+    batch unless the model fixes it, no verification, options already validated. The model's large weights stay
+    in-memory stubs: run it with ``make_session(proto, ..., weights=prepared.weights)`` (no copy of them)."""
     m = _method(method)
     if opset_of(prepared.model) < MIN_OPSET:
         raise UnsupportedModelError(f"opset {opset_of(prepared.model)} < {MIN_OPSET}")
     fixed = prepared.input_dims[0] if prepared.input_dims else None
     return _build(prepared, m, fixed or MARKER, fixed is not None, tuple(sample), targets, predicted, False, opts,
-                  diagnostics)
+                  diagnostics, attach=False)
 
 
 class _PlanError(UnsupportedModelError):
@@ -221,7 +221,8 @@ def nonneg_tensors(layers: list[Any]) -> set[str]:
 
 
 def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tuple[int, ...], k: int,
-           predicted: bool, relu: bool, opts: dict[str, Any], diagnostics: bool = False) -> onnx.ModelProto:
+           predicted: bool, relu: bool, opts: dict[str, Any], diagnostics: bool = False,
+           attach: bool = True) -> onnx.ModelProto:
     """Trace the backward of ``m`` at batch ``n0`` and assemble the compiled model.
 
     ``diagnostics`` adds the output ``relevance_total``: Σ|R| of every pass and sample before the
@@ -234,6 +235,7 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
     graph = plan.graph
     opset = opset_of(plan.model)
     tr = GraphTracer(graph.input_name, opset)
+    tr.reuse = _weight_keys(prepared)
     if fixed:
         tr.fixed_batch = n0
     signs = nonneg_tensors(plan.graph.layers)
@@ -256,7 +258,7 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
         except TraceError as exc:
             raise UnsupportedModelError(f"{m.name} cannot be compiled: {exc}") from None
         return _assemble(prepared, plan, tr, heat[0] if k == 1 else heat, logits, m, n0, fixed, sample, k, predicted,
-                         relu, opts)
+                         relu, opts, attach)
     comp = composite_for(m, opts)
     ctx = RuleContext(tr, cache={})
     try:
@@ -274,7 +276,7 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
             heat = heat[0]
     except TraceError as exc:
         raise UnsupportedModelError(f"{m.name} cannot be compiled: {exc}") from None
-    model = _assemble(prepared, plan, tr, heat, logits, m, n0, fixed, sample, k, predicted, relu, opts)
+    model = _assemble(prepared, plan, tr, heat, logits, m, n0, fixed, sample, k, predicted, relu, opts, attach)
     if totals is not None:
         model.graph.node.append(helper.make_node("Identity", [tr.name_of(totals)], [TOTALS], name="lrp_totals"))
         model.graph.output.append(helper.make_tensor_value_info(TOTALS, onnx.TensorProto.DOUBLE, None))
@@ -356,43 +358,29 @@ def _bounds(tr: GraphTracer, x: Traced, low: Any, high: Any) -> tuple[Traced, Tr
     return tr.broadcast_to(lo, x.shape), tr.broadcast_to(hi, x.shape)
 
 
-def _weights_by_hash(prepared: PreparedModel, model: onnx.ModelProto) -> dict[tuple[Any, ...], str]:
-    res: dict[tuple[Any, ...], str] = {}
-    for t in model.graph.initializer:
-        arr = prepared.weights.get(t.name)
-        if arr is None or arr.dtype != np.float32:
-            continue
-        res[(arr.shape, hashlib.sha1(np.ascontiguousarray(arr).view(np.uint8)).hexdigest())] = t.name
-    return res
+def _weight_keys(prepared: PreparedModel) -> dict[tuple[Any, ...], str]:
+    """The model's large float32 weights by :func:`~onnxlrp.compiler.tracer.weight_key` (computed once per model)."""
+    cached = prepared.__dict__.get("_onnxlrp_weight_keys")
+    if cached is None:
+        cached = {weight_key(arr): name for name, arr in prepared.weights.items() if arr.dtype == np.float32}
+        prepared.__dict__["_onnxlrp_weight_keys"] = cached
+    return cached
 
 
 def _assemble(prepared: PreparedModel, plan: Plan, tr: GraphTracer, heat: Traced, logits: Traced, m: Method,
               n0: int, fixed: bool, sample: tuple[int, ...], k: int, predicted: bool, relu: bool,
-              opts: dict[str, Any]) -> onnx.ModelProto:
-    """The model's forward nodes, the traced backward, inputs, outputs and metadata as one ModelProto."""
+              opts: dict[str, Any], attach: bool = True) -> onnx.ModelProto:
+    """The model's forward nodes, the traced backward, inputs, outputs and metadata as one ModelProto
+    (``attach``: with the model's weights inline; else as the in-memory stubs of :func:`~onnxlrp.graph.prepare`)."""
     from .. import __version__
 
     model = onnx.ModelProto()
     model.CopyFrom(plan.model)
     g = model.graph
-    originals = _weights_by_hash(prepared, model)
-    # the traced graph's large constants that equal one of the model's weights read that initializer
-    renamed: dict[str, str] = {}
-    for name, t in list(tr.initializers.items()):
-        if t.data_type != onnx.TensorProto.FLOAT or int(np.prod(t.dims)) < 1024:
-            continue
-        arr = numpy_helper.to_array(t)
-        hit = originals.get((arr.shape, hashlib.sha1(np.ascontiguousarray(arr).view(np.uint8)).hexdigest()))
-        if hit is not None:
-            renamed[name] = hit
-            del tr.initializers[name]
-    for i, t in enumerate(g.initializer):
-        if t.name in prepared.weights and t.data_location == onnx.TensorProto.EXTERNAL:
-            g.initializer[i].CopyFrom(numpy_helper.from_array(prepared.weights[t.name], t.name))
-    for node in tr.nodes:
-        for j, name in enumerate(node.input):
-            if name in renamed:
-                node.input[j] = renamed[name]
+    if attach:  # else the weights stay stubs, fed from prepared.weights by make_session (no copy)
+        for i, t in enumerate(g.initializer):
+            if t.name in prepared.weights and t.data_location == onnx.TensorProto.EXTERNAL:
+                g.initializer[i].CopyFrom(numpy_helper.from_array(prepared.weights[t.name], t.name))
     g.node.extend(tr.nodes)
     g.initializer.extend(tr.initializers.values())
     batch_dim: int | str = n0 if fixed else "N"

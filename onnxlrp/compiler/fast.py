@@ -24,7 +24,7 @@ from ..propagation import check_blow_up, check_logits, normalised
 from ..runtime import make_session, ort_message
 from .build import HEATMAP, LOGITS, TARGET, TOTALS, compile_prepared
 
-_MAX_SESSIONS = 4
+_MAX_SESSIONS = 3
 
 
 def _key(m: Method, x_shape: tuple[int, ...], t_count: int | None, opts: dict[str, Any]) -> tuple[Any, ...]:
@@ -61,7 +61,7 @@ class FastPath:
         try:
             proto = compile_prepared(self.prepared, m.name, tuple(x.shape[1:]), t_count or 1, t_count is None, baked,
                                      diagnostics=True)
-            sess = make_session(proto, None, self.threads)
+            sess = make_session(proto, None, self.threads, self.prepared.weights)
         except Exception:  # noqa: BLE001 - whatever the compiler refuses or fails on runs on the engine
             self._refused.add(key)
             return None

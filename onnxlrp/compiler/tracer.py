@@ -285,6 +285,9 @@ class Tracer:
         self._keep: list[Any] = []  # arrays whose id() keys _const_names stay alive
         self._batch_name: str | None = None
         self.fixed_batch: int | None = None  # set when the model's batch is fixed (no marker)
+        # float32 arrays the graph already holds, by (shape, sha1 of the bytes): a constant equal to one of them
+        # (a transposed Gemm weight, an unmodified kernel) reads that initializer instead of a copy
+        self.reuse: dict[tuple[Any, ...], str] = {}
 
     # -- graph bookkeeping ---------------------------------------------------------------------
     def fresh(self, hint: str = "t") -> str:
@@ -307,6 +310,12 @@ class Tracer:
             key = (a.dtype.str, a.shape, a.tobytes())
         else:
             key = id(a)
+            if key not in self._const_names and self.reuse and a.dtype == np.float32:
+                hit = self.reuse.get(weight_key(a))
+                if hit is not None:
+                    self._keep.append(a)
+                    self._const_names[key] = hit
+                    return hit
             self._keep.append(a)
         name = self._const_names.get(key)
         if name is None:
@@ -1012,6 +1021,13 @@ class Tracer:
         dt = self._result_dtype(*ts)
         name = self.node("Einsum", [self.name_of(t.astype(dt)) for t in ts], equation=spec)[0]
         return Traced(self, name, [sizes[ch] for ch in rhs], dt)
+
+
+def weight_key(a: np.ndarray) -> tuple[Any, ...]:
+    """``(shape, sha1 of the bytes)`` of a float32 array: equal keys, equal arrays."""
+    import hashlib
+
+    return tuple(a.shape), hashlib.sha1(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
 
 
 def _is_zero_scalar(x: Any) -> bool:
