@@ -1,0 +1,80 @@
+"""Resident memory of a compiled explanation graph against the plain onnxruntime session of the same model.
+
+    python benchmarks/compiled_memory.py [--model vgg16 --model resnet50 ...] [--method epsilon_plus_flat ...]
+
+Each measurement runs in a fresh subprocess: the growth of the resident set size (RSS, /proc/self/statm)
+after creating the session and running it once at batch 1, and the process's peak RSS growth. The compiled
+graph is written to a temporary file first (by another subprocess), so that compiling does not count.
+Models are those of ``benchmarks/models.py`` (cached random-weight torchvision exports, the shipped model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys
+import numpy as np
+import onnxruntime as ort
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
+
+path, compiled = sys.argv[1], sys.argv[2] == "1"
+base, peak0 = rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+so = ort.SessionOptions()
+so.intra_op_num_threads = 2
+s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+loaded = rss() - base
+shape = [d if isinstance(d, int) else 1 for d in s.get_inputs()[0].shape]
+feed = {s.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+if compiled and len(s.get_inputs()) > 1:
+    feed["target"] = np.zeros([1], np.int64)
+s.run(None, feed)
+print(json.dumps({"loaded_mb": loaded, "after_run_mb": rss() - base,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3 - base}))
+"""
+
+
+def measure(path: str, compiled: bool) -> dict[str, float]:
+    """RSS growth of a fresh process that loads ``path`` in onnxruntime and runs it once."""
+    out = subprocess.run([sys.executable, "-c", CHILD, path, "1" if compiled else "0"], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Print a markdown table: model, method, ORT session MB, compiled MB, ratio."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import models as bench_models  # noqa: E402 - benchmarks/models.py
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append")
+    ap.add_argument("--method", action="append")
+    args = ap.parse_args()
+    names = args.model or ["vgg16", "resnet50", "efficientnet_lite0"]
+    methods = args.method or ["lrp_epsilon", "epsilon_plus_flat"]
+    print("| model | method | ORT session: loaded MB | compiled: loaded MB | ratio | ORT peak MB | compiled peak MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            spec = bench_models.get_model(name)
+            plain = measure(str(spec.path), False)
+            for method in methods:
+                out = Path(tmp) / f"{name}.{method}.onnx"
+                subprocess.run([sys.executable, "-m", "onnxlrp.cli", "compile", str(spec.path), "-m", method, "-o",
+                                str(out), "--no-verify"], check=True, capture_output=True)
+                comp = measure(str(out), True)
+                ratio = comp["loaded_mb"] / plain["loaded_mb"]
+                print(f"| {name} | {method} | {plain['loaded_mb']:.0f} | {comp['loaded_mb']:.0f} | {ratio:.2f}× | "
+                      f"{plain['peak_mb']:.0f} | {comp['peak_mb']:.0f} |", flush=True)
+                out.unlink()
+
+
+if __name__ == "__main__":
+    main()
