@@ -354,6 +354,12 @@ class Explainer:
         canonicalisation: its tensors are the canonical graph's).
         """
         assert self.input_plan is not None
+        if "exported" not in inner._forwards:  # plans make their forward session on first use: make it now
+            for plan in list(inner._plans.values())[:1]:
+                try:
+                    plan.forward  # noqa: B018 - the property makes and shares the session
+                except UnsupportedModelError:
+                    pass
         own = inner._forwards.get("exported")
         forward = None
         if own is not None:
