@@ -28,7 +28,7 @@ from ..plan import Plan
 from ..propagation import composite_for, normalised, post
 from ..rules import RuleContext
 from .primitives import GraphTracer
-from .tracer import MARKER, Traced, TraceError, weight_key
+from .tracer import MARKER, BatchDependent, Traced, TraceError, weight_key
 
 MIN_OPSET = 17  # Shape(start, end), ScatterElements(reduction="add"), Reduce* with axes
 TARGET = "target"
@@ -121,14 +121,15 @@ def compile_explanation(
 
 
 def compile_prepared(prepared: PreparedModel, method: str, sample: tuple[int, ...], targets: int, predicted: bool,
-                     opts: dict[str, Any], diagnostics: bool = False) -> onnx.ModelProto:
-    """Compile for a model :func:`~onnxlrp.graph.prepare` already checked (the Explainer's fast path): dynamic
-    batch unless the model fixes it, no verification, options already validated. The model's large weights stay
-    in-memory stubs: run it with ``make_session(proto, ..., weights=prepared.weights)`` (no copy of them)."""
+                     opts: dict[str, Any], diagnostics: bool = False, batch: int | None = None) -> onnx.ModelProto:
+    """Compile for a model :func:`~onnxlrp.graph.prepare` already checked (the Explainer's fast path): for batch
+    ``batch`` (the model's own fixed batch wins; None: dynamic), no verification, options already validated. The
+    model's large weights stay in-memory stubs: run it with ``make_session(proto, ..., weights=prepared.weights)``
+    (no copy of them)."""
     m = _method(method)
     if opset_of(prepared.model) < MIN_OPSET:
         raise UnsupportedModelError(f"opset {opset_of(prepared.model)} < {MIN_OPSET}")
-    fixed = prepared.input_dims[0] if prepared.input_dims else None
+    fixed = (prepared.input_dims[0] if prepared.input_dims else None) or batch
     return _build(prepared, m, fixed or MARKER, fixed is not None, tuple(sample), targets, predicted, False, opts,
                   diagnostics, attach=False)
 
@@ -338,6 +339,8 @@ def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx
                 return rule(lay, c, ins, outs, gouts)
             except OnnxLrpError:
                 raise
+            except BatchDependent as exc:
+                raise _PlanError(f"node {lay.name!r} (op {lay.op_type}): {exc}") from None
             except Exception as exc:  # noqa: BLE001 - TraceError, or array code the tracer does not offer
                 why = str(exc) if isinstance(exc, TraceError) else f"{exc.__class__.__name__}: {exc}"
                 raise UnsupportedModelError(f"node {lay.name!r} (op {lay.op_type}, rule {rule}) cannot be compiled: "

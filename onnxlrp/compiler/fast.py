@@ -21,19 +21,21 @@ from ..errors import InputError
 from ..graph import PreparedModel
 from ..methods import Method, start_relevance
 from ..propagation import check_blow_up, check_logits, normalised
-from ..runtime import make_session, ort_message
+from ..runtime import make_session
 from .build import HEATMAP, LOGITS, TARGET, TOTALS, compile_prepared
 
-_MAX_SESSIONS = 3
+_MAX_SESSIONS = 3  # graphs kept per Explainer (each holds the modified weights and its activation arena)
 
 
 def _key(m: Method, x_shape: tuple[int, ...], t_count: int | None, opts: dict[str, Any]) -> tuple[Any, ...]:
+    """One compiled graph per method, input shape (batch included: graphs are compiled for one batch size, exact
+    shapes everywhere), number of targets and options."""
     parts = []
     for k, v in sorted(opts.items()):
         if isinstance(v, np.ndarray):
             v = (v.shape, hashlib.sha1(np.ascontiguousarray(v[:1])).hexdigest())
         parts.append((k, v))
-    return m.name, tuple(x_shape[1:]), t_count, tuple(parts)
+    return m.name, tuple(x_shape), t_count, tuple(parts)
 
 
 class FastPath:
@@ -60,7 +62,7 @@ class FastPath:
         baked = {k: (v[:1] if isinstance(v, np.ndarray) else v) for k, v in opts.items()}
         try:
             proto = compile_prepared(self.prepared, m.name, tuple(x.shape[1:]), t_count or 1, t_count is None, baked,
-                                     diagnostics=True)
+                                     diagnostics=True, batch=x.shape[0])
             sess = make_session(proto, None, self.threads, self.prepared.weights)
         except Exception:  # noqa: BLE001 - whatever the compiler refuses or fails on runs on the engine
             self._refused.add(key)
@@ -84,8 +86,11 @@ class FastPath:
             feed[TARGET] = np.ascontiguousarray(tg[0] if tg.shape[0] == 1 else tg.T, dtype=np.int64)
         try:
             logits, heat, totals = sess.run([LOGITS, HEATMAP, TOTALS], feed)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors
-            raise InputError(f"onnxruntime could not run the compiled explanation: {ort_message(exc)}") from None
+        except Exception:  # noqa: BLE001 - a graph onnxruntime cannot run: this key runs on the engine from now on
+            key = _key(m, x.shape, None if tg is None else tg.shape[0], opts)
+            self._sessions.pop(key, None)
+            self._refused.add(key)
+            return None
         logits = np.asarray(logits).reshape(x.shape[0], -1)
         check_logits(logits)
         if tg is None:

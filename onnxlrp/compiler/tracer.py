@@ -49,6 +49,11 @@ class TraceError(Exception):
     """The traced code did something a static graph cannot express (a data-dependent decision)."""
 
 
+class BatchDependent(TraceError):
+    """A constant of the layer graph depends on the batch size (index arrays of a gather across the merged
+    batch axis): the graph can only be compiled for one batch size."""
+
+
 def _is_batch(d: int) -> bool:
     return isinstance(d, (int, np.integer)) and int(d) != 0 and int(d) % MARKER == 0
 
@@ -984,6 +989,8 @@ class Tracer:
         k = tg.shape[0]
         shape = tuple(int(d) for d in in_shape)
         idx = np.asarray(index, np.int64).reshape(-1)
+        if self.fixed_batch is None and (_is_batch(idx.size) or _is_batch(shape[axis])):
+            raise BatchDependent(f"a gather along an axis that holds the batch ({list(shape)}, axis {axis})")
         pre = math.prod(shape[:axis])
         post = math.prod(shape[axis + 1:])
         g4 = self.reshape(tg, (k, pre, idx.size, post))
