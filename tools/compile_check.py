@@ -51,6 +51,9 @@ def check(path: str, method: str, n: int = 2, seed: int = 0) -> dict[str, object
     except OnnxLrpError as exc:
         return {"status": "refused", "why": str(exc)[:160]}
     t_compile = time.perf_counter() - t0
+    dim = cm.graph.input[0].type.tensor_type.shape.dim[0]
+    if dim.HasField("dim_value"):  # compiled for a fixed batch (a batch-dependent graph; the warning says why)
+        n = int(dim.dim_value)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n,) + sample).astype(np.float32)
     c = ex.predict(x).shape[1]

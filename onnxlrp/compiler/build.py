@@ -233,6 +233,8 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
         plan = Plan(prepared, (n0,) + sample, Backend(np, "cpu"), threads=1, forward=False)
     except Exception as exc:  # noqa: BLE001 - at the marker batch size, retried with a fixed batch
         raise _PlanError(f"the layer graph could not be built for a dynamic batch: {exc}") from None
+    if not fixed and plan.model is not prepared.model:
+        raise _PlanError("the model needed onnxruntime's canonicalisation, which fixes the batch size")
     graph = plan.graph
     opset = opset_of(plan.model)
     tr = GraphTracer(graph.input_name, opset)
