@@ -293,7 +293,7 @@ def _gradcam(prepared: PreparedModel, plan: Plan, tr: GraphTracer, acts: dict[st
     """Grad-CAM (and × guided backprop) as :func:`onnxlrp.cam.gradcam` computes it, traced.
 
     Without ``layer`` the default map is chosen as the engine chooses it (the last grid that receives
-    gradient), by one engine run on a random input of batch 1; the choice depends on the graph's
+    gradient), by one engine run on a random input of batch 2; the choice depends on the graph's
     structure, not on the input.
     """
     from types import SimpleNamespace
@@ -304,7 +304,9 @@ def _gradcam(prepared: PreparedModel, plan: Plan, tr: GraphTracer, acts: dict[st
 
     in_spatial = cam.input_spatial(plan, (1,) + sample)
     if layer is None:
-        n = tr.fixed_batch or 1
+        # at batch 2 the batch axis is unambiguous (at batch 1 a seq-first (T, 1, D) map can be taken for a
+        # batch-first one, and the engine's own choice at batch 1 may differ: see the session note)
+        n = tr.fixed_batch or 2
         probe = Plan(prepared, (n,) + sample, Backend(np, "cpu"), threads=1)
         engine = Engine(lambda shape: probe, Backend(np, "cpu"), n, lambda shape, passes: n)
         x0 = np.random.default_rng(0).standard_normal((n,) + sample).astype(np.float32)
