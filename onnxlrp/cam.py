@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OnnxLrpError
 from .methods import METHODS, start_relevance
 from .ops.base import Layer
 from .ops.reindex import BatchAt, batch_axes
@@ -187,6 +187,15 @@ def _default_map(engine: Engine, plan: Plan, x: np.ndarray, tg: np.ndarray, in_s
     reaches its producer, latest first, and the pass stops at the first that is not zero on the grid.
     """
     cands = candidate_maps(plan, x.shape[0], in_spatial)
+    if x.shape[0] == 1 and engine.fixed_batch is None:
+        # at batch 1 the batch axis of a seq-first (T, 1, D) map cannot be told from a batch-first one: take the
+        # candidates a batch of 2 shows (the same graph, the same tensor names), so the map does not depend on N
+        try:
+            two = candidate_maps(engine.plan_for((2,) + tuple(x.shape[1:])), 2, in_spatial)
+        except OnnxLrpError:
+            two = None
+        if two is not None:
+            cands = {name: grid for name, grid in two.items() if name in plan.graph.shapes}
     if not cands:
         raise InputError("Grad-CAM needs a spatial feature map, and this model has none that reads as a grid for "
                          f"input {list(x.shape)} (a map (N, C, *spatial), a token map (N, T, D) of class tokens and "

@@ -130,6 +130,11 @@ def test_vit_gradcam_matches_torch() -> None:
         assert np.abs(want).max() > 1e-3
         assert H.rel_err(got, want) < TOL, H.rel_err(got, want)
         model.float()
+    # batch 1 picks the same default map (torchvision's attention runs seq-first: a (T, 1, D) tensor looks
+    # batch-first at batch 1, which once made the choice fall on block 0)
+    one = ex.explain(x[:1], target=0, method="gradcam")
+    assert H.rel_err(one, _torch_gradcam(model, module, x[:1], 0, to_grid)) < TOL
+    model.float()
     # naming the layer gives the same map; the final norm's patch tokens get no gradient (the class token is read)
     name = "/encoder/layers/encoder_layer_1/ln_1/LayerNormalization_output_0"
     np.testing.assert_array_equal(ex.explain(x, target=0, method="gradcam", layer=name),
@@ -212,3 +217,21 @@ def test_timm_token_models_gradcam_matches_torch(name: str) -> None:
                           lambda t: t[:, prefix:].reshape(t.shape[0], 4, 4, -1).permute(0, 3, 1, 2))
     assert np.abs(want).max() > 1e-3
     assert H.rel_err(got, want) < TOL, H.rel_err(got, want)
+
+
+@pytest.mark.parametrize("fixture", ["modern_vit_torchscript.onnx", "modern_vit_dynamo.onnx",
+                                     "attention_encoder_torchscript.onnx"])
+def test_default_map_does_not_depend_on_the_batch_size(fixture: str) -> None:
+    """Grad-CAM of a batch equals Grad-CAM of its samples one at a time: at batch 1 the default map is chosen
+    from the candidates a batch of 2 shows (a seq-first (T, 1, D) tensor looks batch-first at batch 1)."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / fixture
+    ex = Explainer(path, device="cpu", kernels="engine")
+    if ex.fixed_batch is not None:
+        pytest.skip("fixed batch")
+    shape = tuple(d or 8 for d in ex.input_shape[1:])
+    x = np.random.default_rng(0).standard_normal((2,) + shape).astype(np.float32)
+    both = ex.explain(x, [0, 1], "gradcam")
+    one = np.concatenate([ex.explain(x[i:i + 1], [i], "gradcam") for i in range(2)])
+    assert np.abs(both - one).max() <= 1e-5 * max(float(np.abs(both).max()), 1e-30)
