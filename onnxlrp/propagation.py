@@ -58,7 +58,8 @@ def propagate(engine: Engine, m: Method, x: np.ndarray, tg: np.ndarray | None, o
         raise InputError(
             f"{m.name}: the relevance overflowed float32 on this input (largest |x| = {float(np.abs(x).max()):.3g}); "
             "a heatmap with NaN or infinite values is never returned. Scale the input to the range the model "
-            "was trained on"
+            "was trained on (or, for a model with attention, give every sequence at least one unmasked token: a "
+            "softmax over masked keys only is NaN)"
         )
     if m.family == "lrp":
         check_blow_up(m.name, totals, np.abs(start).sum(axis=2))

@@ -35,8 +35,8 @@ see :func:`lxt_relevance`).
   ``lxt_bert_sdpa_{torchscript,dynamo}.onnx`` — the same weights with ``transformers``' default SDPA attention
   (LXT's relevance through SDPA equals the eager one to 1e-15, checked here, so ``lxt_bert_ref.npz`` is its
   reference too). Both exporters write SDPA's NaN guard ``Where(IsNaN(softmax), 0, softmax)`` and TorchScript a
-  ``-inf`` constant for the mask fill; onnxlrp refuses both today (``tests/test_lxt_fidelity.py`` marks them as
-  expected failures on exactly those refusals).
+  ``-inf`` constant for the mask fill; onnxlrp reads the guard as the identity and loads ``-inf`` where it is only
+  a mask fill, so ``tests/test_lxt_fidelity.py`` checks the SDPA twins against the same reference.
 
 LXT's efficient (Gradient × Input) rules, as its ``lxt.efficient.patches`` apply them: GELU through
 ``identity_rule_implicit``, LayerNorm with ``σ`` detached (``layer_norm_forward``); AttnLRP: the query

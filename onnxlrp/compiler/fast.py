@@ -100,7 +100,8 @@ class FastPath:
             raise InputError(
                 f"{m.name}: the relevance overflowed float32 on this input (largest |x| = {big:.3g});"
                 " a heatmap with NaN or infinite values is never returned. Scale the input to the range the model "
-                "was trained on")
+                "was trained on (or, for a model with attention, give every sequence at least one unmasked token: a "
+                "softmax over masked keys only is NaN)")
         if m.family == "lrp":
             start, _ = normalised(start_relevance(m.start, logits, tg))
             check_blow_up(m.name, np.asarray(totals), np.abs(start).sum(axis=2))
