@@ -65,8 +65,9 @@ class Explainer:
         onnxruntime intra-op threads (default: onnxruntime's choice).
     kernels:
         ``"auto"``: on the CPU, propagation and gradient methods run as one compiled ONNX graph
-        (:mod:`onnxlrp.compiler`: the engine's own rules recorded as nodes; 1.4–10× faster than
-        the engine), other methods on the engine with onnxruntime's convolution kernels;
+        (:mod:`onnxlrp.compiler`: the engine's own rules recorded as nodes; 0.9–2.9× the
+        engine's speed on the benchmark models of benchmarks/RESULTS.md), other methods on the
+        engine with onnxruntime's convolution kernels;
         ``"engine"``: the engine with onnxruntime's convolution kernels for every method;
         ``"array"``: the NumPy/CuPy kernels everywhere (the code the GPU runs). The environment
         variable ``ONNXLRP_COMPILED=0`` makes ``"auto"`` behave as ``"engine"``.

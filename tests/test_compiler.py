@@ -29,11 +29,6 @@ SHIPPED = Path(__file__).parents[1] / "models" / "efficientnet_lite0.onnx"
 TOL = 1e-5
 
 
-def rel(a: np.ndarray, b: np.ndarray) -> float:
-    d = float(np.abs(a - b).max())
-    return 0.0 if d == 0 else d / max(float(np.abs(b).max()), 1e-30)
-
-
 def assert_faithful(model, method, x, tg, **opts) -> float:
     """Compile, run at the batch of ``x`` and compare with the engine (ties proven, see the module docstring)."""
     cm = compile_explanation(model, method, verify=False, **opts)
@@ -43,12 +38,12 @@ def assert_faithful(model, method, x, tg, **opts) -> float:
         ref = ex.explain(x, tg, method, **opts)
     _, heat = run_compiled(cm, x, tg.astype(np.int64))
     assert heat.shape == ref.shape and heat.dtype == np.float32
-    err = rel(heat, ref)
+    err = H.rel_err(heat, ref)
     if err > TOL:
         assert not any(issubclass(w.category, RelevanceWarning) for w in caught), "unstable map: pick another input"
         assert METHODS[method].family != "cam", f"{method}: {err:.3g}"
         same = same_forward_error(cm, ex, x, tg, method, opts)
-        own = rel(Explainer(model, device="cpu", kernels="array").explain(x, tg, method, **opts), ref)
+        own = H.rel_err(Explainer(model, device="cpu", kernels="array").explain(x, tg, method, **opts), ref)
         assert same <= max(TOL, 2 * own), (f"{method}: compiled vs engine {err:.3g}, on the same forward tensors "
                                            f"{same:.3g}, the engine's own spread {own:.3g}")
     return err
@@ -116,18 +111,18 @@ def test_shipped_model_dynamic_batch_and_targets() -> None:
         logits, heat = run_compiled(cm, x, tg)
         assert heat.shape == x.shape
         np.testing.assert_allclose(logits, ex.predict(x), rtol=1e-4, atol=1e-4)
-        assert rel(heat, ex.explain(x, tg, "epsilon_plus_flat")) <= TOL
+        assert H.rel_err(heat, ex.explain(x, tg, "epsilon_plus_flat")) <= TOL
     x = rng.standard_normal((2, 3, 224, 224)).astype(np.float32)
     cm = compile_explanation(path, "lrp_epsilon", targets=3, verify=False)
     tgk = rng.integers(0, 1000, (2, 3))
     _, heat = run_compiled(cm, x, tgk)
     assert heat.shape == (3,) + x.shape
     for j in range(3):
-        assert rel(heat[j], ex.explain(x, tgk[:, j], "lrp_epsilon")) <= TOL
+        assert H.rel_err(heat[j], ex.explain(x, tgk[:, j], "lrp_epsilon")) <= TOL
     cm = compile_explanation(path, "lrp_epsilon", predicted=True, verify=False)
     assert [i.name for i in cm.graph.input] == ["input"]
     _, heat = run_compiled(cm, x)
-    assert rel(heat, ex.explain(x, None, "lrp_epsilon")) <= TOL
+    assert H.rel_err(heat, ex.explain(x, None, "lrp_epsilon")) <= TOL
 
 
 def test_checker_metadata_and_options() -> None:
@@ -147,7 +142,7 @@ def test_checker_metadata_and_options() -> None:
     tg = np.array([0, 1])
     _, heat = run_compiled(cm, x, tg)
     ref = Explainer(m.SerializeToString(), device="cpu").explain(x, tg, "sglrp", low=-1.5, high=2.0, relu=True)
-    assert heat.min() >= 0 and rel(heat, ref) <= TOL
+    assert heat.min() >= 0 and H.rel_err(heat, ref) <= TOL
 
 
 def test_refusals_name_the_problem(tmp_path: Path) -> None:
@@ -181,7 +176,7 @@ def test_cli_compile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     x = np.random.default_rng(0).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)
     logits, heat = s.run(None, {"input": x, "target": np.array([1, 2], np.int64)})
     ref = Explainer(str(FIX / "vgg.onnx"), device="cpu").explain(x, [1, 2], "lrp", low=-2.0, high=2.0)
-    assert rel(heat, ref) <= TOL
+    assert H.rel_err(heat, ref) <= TOL
     assert main(["compile", str(FIX / "vgg.onnx"), "-m", "smoothgrad", "-o", str(out)]) == 1
     assert "cannot be compiled" in capsys.readouterr().err
     assert main(["compile", str(FIX / "vgg.onnx"), "-m", "lrp"]) == 2
@@ -216,8 +211,8 @@ def test_compiled_explainer_and_cli_use(tmp_path: Path, capsys: pytest.CaptureFi
     ce, ex = CompiledExplainer(str(out)), Explainer(src, device="cpu")
     x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(ce.predict(x), ex.predict(x), rtol=1e-5, atol=1e-5)
-    assert rel(ce.explain(x, None), ex.explain(x, None, "lrp_epsilon")) <= TOL
-    assert rel(ce.explain(x, targets=[1, 3]), ex.explain(x, targets=[1, 3], method="lrp_epsilon")) <= TOL
+    assert H.rel_err(ce.explain(x, None), ex.explain(x, None, "lrp_epsilon")) <= TOL
+    assert H.rel_err(ce.explain(x, targets=[1, 3]), ex.explain(x, targets=[1, 3], method="lrp_epsilon")) <= TOL
     with pytest.raises(InputError, match="explains with 'lrp_epsilon' only"):
         ce.explain(x, 1, "lrp")
     with pytest.raises(InputError, match="options of a compiled graph are fixed"):

@@ -1,12 +1,12 @@
 """The Explainer's fast path: propagation and gradient methods through a compiled graph.
 
-On the CPU one onnxruntime session running the compiled forward + backward costs a fraction of the
-engine's layer-by-layer backward (measured with ``benchmarks/bench.py``: 1.4–2.3× less on
-EfficientNet-Lite0, up to 10× on small many-layered nets where the engine's per-layer Python overhead
-dominates). :class:`FastPath` compiles a method once per (method, options, targets per sample, sample
-shape), keeps a few sessions, and returns what :func:`onnxlrp.propagation.propagate` returns, with the
-same checks (non-finite scores or relevance refused, the blow-up warning) from the graph's diagnostic
-output. Anything the compiler refuses runs on the engine instead.
+On the CPU one onnxruntime session running the compiled forward + backward is faster than the engine's
+layer-by-layer backward (``benchmarks/bench.py``, benchmarks/RESULTS.md: 1.4–2.9× on EfficientNet-Lite0,
+1.1–1.8× on ResNet50, about even on VGG16, whose large convolutions dominate both). :class:`FastPath`
+compiles a method once per (method, options, targets per sample, input shape), keeps a few
+sessions, and returns what :func:`onnxlrp.propagation.propagate` returns, with the same checks
+(non-finite scores or relevance refused, the blow-up warning) from the graph's diagnostic output.
+Anything the compiler refuses runs on the engine instead.
 """
 
 from __future__ import annotations

@@ -454,7 +454,7 @@ class Tracer:
         if all(t.const is not None for t in ts):
             return self.wrap(np.asarray(np_fn(*[t.const for t in ts])))
         shape = broadcast_shape(*[t.shape for t in ts])
-        out_dtype = self._result_dtype(*[np.empty(0, t.dtype) for t in ts]) if cast else rdt
+        out_dtype = rdt
         if op in ("Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "And", "Or", "Not", "IsNaN", "IsInf"):
             out_dtype = np.dtype(np.bool_)
         name = self.node(op, [self.name_of(t) for t in ts], **attrs)[0]
@@ -600,10 +600,7 @@ class Tracer:
         """``|a|`` with the sign of ``b`` (``b ≥ +0`` is positive; −0 counts as negative as in NumPy)."""
         dt = self._result_dtype(a, b)
         mag = self.abs(a) if isinstance(a, Traced) else self.wrap(np.abs(np.asarray(a, dtype=dt)))
-        neg = self.compare("Less", b, 0)
-        if isinstance(b, Traced) and b.const is None:
-            # the sign bit of −0.0 is not seen by Less: the rules that call copysign add +0.0 first
-            pass
+        neg = self.compare("Less", b, 0)  # −0.0 counts as positive (the rules add +0.0 before copysign)
         r = self.where(neg, self.negative(mag), mag)
         return r if out is None else self._store(out, r)
 

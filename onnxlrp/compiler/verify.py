@@ -38,6 +38,8 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
 
     from ..errors import OnnxLrpError
     from ..explainer import Explainer
+    from ..methods import METHODS
+    from ..propagation import RelevanceWarning
 
     rng = np.random.default_rng(0)
     ex = Explainer(original, device="cpu", output=output)
@@ -62,8 +64,6 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
                     ref = np.stack([ex.explain(x, tg[:, j], method, relu=relu, **options) for j in range(k)])
             except OnnxLrpError as exc:
                 return f"the engine could not explain the check input: {exc}"
-        from ..propagation import RelevanceWarning
-
         unstable = any(issubclass(w.category, RelevanceWarning) for w in caught)
         try:
             logits, heat = run_compiled(compiled, x, tg)
@@ -77,8 +77,6 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
             continue
         if unstable:  # the map's relevance blew up: rounding is amplified without bound, no comparison holds
             continue
-        from ..methods import METHODS
-
         if k == 1 and not predicted and not relu and METHODS[method].family != "cam":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
