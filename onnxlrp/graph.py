@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -65,6 +65,9 @@ class PreparedModel:
     softmax_stripped: str | None  # op type of the removed trailing Softmax/LogSoftmax
     metadata: dict[str, str] = field(default_factory=dict)
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # detached initializer data (stubs in model)
+    # constants that stand for run-time inputs (a text model's masks and ids, see onnxlrp.inputs.side_tensors):
+    # the layer graph records which folded arrays derive from them (Graph.side) for the compiler
+    side: frozenset[str] = frozenset()
 
 
 @_gc_paused
@@ -423,6 +426,11 @@ class Graph:
     tensors: list[str]  # every tensor a layer reads or writes (the forward must expose them)
     opset: int
     canonical: onnx.ModelProto
+    # id() of each folded constant array computed from a run-time input held fixed (PreparedModel.side) → its
+    # tensor name, with the arrays kept alive: the compiler reads those tensors at run time instead of baking them
+    # entries (name, array, fn, raw): ``array`` is ``fn(xp, tensor name)`` (None: the tensor itself, whose folded
+    # value is ``raw``); builders add the arrays they derive from side constants (NodeContext.derive)
+    side: dict[int, tuple[str, np.ndarray, Any, np.ndarray]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -482,8 +490,12 @@ def _folded_size(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> float:
     op = node.op_type
     if op == "ConstantOfShape":
         return float(np.prod(ints(0)))
-    if op == "Expand":
-        return float(np.prod(np.maximum(ints(1), 1))) * max(1.0, float(consts[node.input[0]].size))
+    if op == "Expand":  # the broadcast of the input's shape and the requested one
+        try:
+            out = np.broadcast_shapes(consts[node.input[0]].shape, tuple(int(d) for d in ints(1)))
+        except (ValueError, OverflowError):
+            return float("inf")
+        return float(np.prod(np.asarray(out, dtype=np.float64)))
     if op == "Tile":
         return float(consts[node.input[0]].size) * float(np.prod(ints(1)))
     if op == "Range":
@@ -682,12 +694,18 @@ def _elem_types(model: onnx.ModelProto, names: list[str]) -> dict[str, int]:
 
 @_gc_paused
 def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
-                input_shape: tuple[int, ...], weights: dict[str, np.ndarray] | None = None) -> Graph:
-    """Turn the canonical model into layers; refuse (listing every culprit) what cannot be explained."""
+                input_shape: tuple[int, ...], weights: dict[str, np.ndarray] | None = None,
+                side: Collection[str] = ()) -> Graph:
+    """Turn the canonical model into layers; refuse (listing every culprit) what cannot be explained.
+
+    ``side``: constants of ``canon`` that stand for run-time inputs held fixed; the folded constants
+    computed from them are listed in :attr:`Graph.side`.
+    """
     opset = opset_of(canon)
     weights = weights or {}
     consts = _constants(canon, weights)
     dyn_nodes, shapes = _fold(canon, consts, input_name, input_shape, opset)
+    side_of = _side_consts(canon, consts, side) if side else {}
     guards = _guards(dyn_nodes, consts, shapes)
     on_path = _on_path(dyn_nodes, [[guards[id(nd)]] if id(nd) in guards else [i for i in nd.inputs if i]
                                    for nd in dyn_nodes], [nd.outputs for nd in dyn_nodes], input_name, output_name)
@@ -760,7 +778,7 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
             problems.append(f"{label}: op type {nd.op_type} is not supported (see onnxlrp.supported_ops())")
             continue
         try:
-            layers.append(builder(NodeContext(node, consts, shapes, opset, producers)))
+            layers.append(builder(NodeContext(node, consts, shapes, opset, producers, side_of)))
         except Unsupported as exc:
             problems.append(f"{label}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a malformed node (missing inputs, attributes of the wrong type)
@@ -793,7 +811,19 @@ def build_graph(canon: onnx.ModelProto, input_name: str, output_name: str,
             f"output {output_name!r} has shape {list(out_shape)}: not a classifier's score vector [N, classes]"
         )
     tensors = sorted({t for layer in layers for t in list(layer.inputs) + list(layer.outputs)})
-    return Graph(layers, input_name, output_name, tuple(input_shape), out_shape, shapes, tensors, opset, canon)
+    return Graph(layers, input_name, output_name, tuple(input_shape), out_shape, shapes, tensors, opset, canon,
+                 side_of)
+
+
+def _side_consts(model: onnx.ModelProto, consts: dict[str, np.ndarray],
+                 side: Collection[str]) -> dict[int, tuple[str, np.ndarray, Any, np.ndarray]]:
+    """The folded constants computed (through any chain of nodes) from the ``side`` constants, by ``id``."""
+    marked = set(side)
+    for node in model.graph.node:  # topological order; a shape does not depend on the values
+        if node.op_type not in ("Shape", "Size") and any(i in marked for i in node.input if i):
+            marked.update(o for o in node.output if o)
+    return {id(consts[n]): (n, consts[n], None, consts[n]) for n in marked
+            if n in consts and isinstance(consts[n], np.ndarray)}
 
 
 def _guards(nodes: list[_Node], consts: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[int, str]:

@@ -37,12 +37,13 @@ class Plan:
             if force_canonical:
                 raise UnsupportedModelError("canonicalisation requested")
             self.graph: Graph = build_graph(prepared.model, prepared.input_name, prepared.output_name, shape,
-                                            prepared.weights)
+                                            prepared.weights, prepared.side)
             key = "exported"
             model = prepared.model
         except UnsupportedModelError:
             model = canonicalize(prepared, shape)
-            self.graph = build_graph(model, prepared.input_name, prepared.output_name, shape, prepared.weights)
+            self.graph = build_graph(model, prepared.input_name, prepared.output_name, shape, prepared.weights,
+                                     prepared.side)
             key = ""
         self.model: onnx.ModelProto = model  # the graph the forward runs (as exported, or canonicalised)
         self.cache: dict[Any, Any] = {}  # x-independent rule denominators (W², Flat), per layer and shape

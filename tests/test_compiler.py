@@ -146,7 +146,7 @@ def test_checker_metadata_and_options() -> None:
 
 
 def test_refusals_name_the_problem(tmp_path: Path) -> None:
-    """Methods that do not compile, token models, dynamic shapes and bad arguments: clear errors."""
+    """Methods that do not compile, dynamic shapes and bad arguments: clear errors."""
     path = str(FIX / "vgg.onnx")
     with pytest.raises(UnsupportedModelError, match="smoothgrad.*sampling"):
         compile_explanation(path, "smoothgrad")
@@ -154,8 +154,6 @@ def test_refusals_name_the_problem(tmp_path: Path) -> None:
         compile_explanation(path, "nope")
     with pytest.raises(InputError, match="targets"):
         compile_explanation(path, "lrp", targets=0)
-    with pytest.raises(UnsupportedModelError, match="token ids"):
-        compile_explanation(str(FIX / "lxt_bert_dynamo.onnx"), "attnlrp")
     with pytest.raises(InputError, match="does not take option"):
         compile_explanation(path, "gradient", epsilon=0.1)
     dyn = H.ARCHS["conv1d"]().model

@@ -56,6 +56,7 @@ def compile_explanation(
     output: str | None = None,
     relu: bool = False,
     verify: bool = True,
+    input: str | None = None,
     **options: Any,
 ) -> onnx.ModelProto:
     """An ONNX model computing ``method``'s heatmaps next to the model's logits.
@@ -74,6 +75,12 @@ def compile_explanation(
     engine (``Explainer.explain``); a compiled graph that disagrees beyond 1e-4 relative is
     refused, and a batch-size dependence falls back to a fixed batch with a warning.
 
+    Text models (token ids, attention masks, token types; see :mod:`onnxlrp.inputs`) compile to a
+    graph that takes the model's own inputs by name and returns one relevance per token ``[N, L]``
+    (summed over the embedding axis, as ``Explainer.explain`` gives it); ``shape`` is then the
+    token count when the model's is dynamic, and ``input`` names the explained input where the
+    model has several candidates. Every mask and every text of that length runs on the one graph.
+
     Raises :class:`~onnxlrp.errors.UnsupportedModelError` naming the layer, its op type and the
     reason when something cannot be compiled.
     """
@@ -87,8 +94,7 @@ def compile_explanation(
     from ..inputs import needs_plan
 
     if needs_plan(proto):
-        raise UnsupportedModelError("models with several inputs or integer token ids cannot be compiled yet: "
-                                    "compile takes single-input float models")
+        return _compile_tokens(proto, m, k, predicted, shape, batch, output, relu, verify, input, options)
     proto = _opset_at_least(proto, MIN_OPSET)
     prepared = prepare(proto, output)
     sample = _sample_shape(prepared, shape)
@@ -114,6 +120,43 @@ def compile_explanation(
                           f"({problem}); compiled for batch 1 instead", RuntimeWarning, stacklevel=2)
             compiled = _build(prepared, m, 1, True, sample, k, predicted, relu, opts)
             problem = verify_compiled(compiled, proto, m.name, sample, 1, k, predicted, relu, output, opts)
+        if problem:
+            raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
+                                        "please report this model")
+    return compiled
+
+
+def _compile_tokens(proto: onnx.ModelProto, m: Method, k: int, predicted: bool, shape: Any, batch: int | None,
+                    output: str | None, relu: bool, verify: bool, input_name: str | None,
+                    options: dict[str, Any]) -> onnx.ModelProto:
+    """:func:`compile_explanation` for a text model (see :mod:`onnxlrp.compiler.tokens`)."""
+    from .tokens import specialised_for_compile, token_setup, verify_tokens
+
+    proto = _opset_at_least(proto, MIN_OPSET)
+    plan, tokens = token_setup(proto, shape, input_name)
+    src = next(i for i in proto.graph.input if i.name == plan.source)
+    d0 = src.type.tensor_type.shape.dim[0] if src.type.tensor_type.shape.dim else None
+    fixed = int(d0.dim_value) if d0 is not None and d0.HasField("dim_value") else None
+    n0 = fixed or batch or MARKER
+
+    def build(n: int) -> onnx.ModelProto:
+        prepared, sample = specialised_for_compile(proto, plan, n, tokens, output)
+        opts = check_options(m.name, m.options, options, (1,) + sample)
+        return _build(prepared, m, n, n != MARKER, sample, k, predicted, relu, opts, forward=proto,
+                      per_token=plan.kind == "embedding"), opts
+
+    try:
+        compiled, opts = build(n0)
+    except _PlanError as exc:
+        if n0 != MARKER:
+            raise UnsupportedModelError(str(exc)) from None
+        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({exc}); compiled for batch 1",
+                      RuntimeWarning, stacklevel=3)
+        n0 = 1
+        compiled, opts = build(1)
+    if verify:
+        problem = verify_tokens(compiled, proto, plan, m.name, tokens, n0 if n0 != MARKER else None, k, predicted,
+                                relu, output, opts)
         if problem:
             raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
                                         "please report this model")
@@ -223,8 +266,11 @@ def nonneg_tensors(layers: list[Any]) -> set[str]:
 
 def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tuple[int, ...], k: int,
            predicted: bool, relu: bool, opts: dict[str, Any], diagnostics: bool = False,
-           attach: bool = True) -> onnx.ModelProto:
+           attach: bool = True, forward: onnx.ModelProto | None = None, per_token: bool = False) -> onnx.ModelProto:
     """Trace the backward of ``m`` at batch ``n0`` and assemble the compiled model.
+
+    ``forward``: the model whose nodes compute the forward (a text model with its masks and ids as inputs,
+    where ``prepared`` is its specialisation); ``per_token``: the heatmap summed over the last axis.
 
     ``diagnostics`` adds the output ``relevance_total``: Σ|R| of every pass and sample before the
     post-processing, in float64 (the quantity the engine's overflow and blow-up checks read).
@@ -239,6 +285,7 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
     opset = opset_of(plan.model)
     tr = GraphTracer(graph.input_name, opset)
     tr.reuse = _weight_keys(prepared)
+    tr.side = graph.side
     if fixed:
         tr.fixed_batch = n0
     signs = nonneg_tensors(plan.graph.layers)
@@ -258,10 +305,12 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
             heat = _gradcam(prepared, plan, tr, acts, logits, tg, x, sample, m.name == "guided_gradcam",
                             opts.get("layer"))
             heat = (tr.maximum(heat, 0.0) if relu else heat).astype(np.float32)
+            if per_token:
+                heat = heat.sum(axis=-1)
         except TraceError as exc:
             raise UnsupportedModelError(f"{m.name} cannot be compiled: {exc}") from None
         return _assemble(prepared, plan, tr, heat[0] if k == 1 else heat, logits, m, n0, fixed, sample, k, predicted,
-                         relu, opts, attach)
+                         relu, opts, attach, forward)
     comp = composite_for(m, opts)
     ctx = RuleContext(tr, cache={})
     try:
@@ -275,11 +324,14 @@ def _build(prepared: PreparedModel, m: Method, n0: int, fixed: bool, sample: tup
         if relu:
             heat = tr.maximum(heat, 0.0)
         heat = heat.astype(np.float32)
+        if per_token:
+            heat = heat.sum(axis=-1)
         if k == 1:
             heat = heat[0]
     except TraceError as exc:
         raise UnsupportedModelError(f"{m.name} cannot be compiled: {exc}") from None
-    model = _assemble(prepared, plan, tr, heat, logits, m, n0, fixed, sample, k, predicted, relu, opts, attach)
+    model = _assemble(prepared, plan, tr, heat, logits, m, n0, fixed, sample, k, predicted, relu, opts, attach,
+                      forward)
     if totals is not None:
         model.graph.node.append(helper.make_node("Identity", [tr.name_of(totals)], [TOTALS], name="lrp_totals"))
         model.graph.output.append(helper.make_tensor_value_info(TOTALS, onnx.TensorProto.DOUBLE, None))
@@ -369,31 +421,45 @@ def _weight_keys(prepared: PreparedModel) -> dict[tuple[Any, ...], str]:
     """The model's large float32 weights by :func:`~onnxlrp.compiler.tracer.weight_key` (computed once per model)."""
     cached = prepared.__dict__.get("_onnxlrp_weight_keys")
     if cached is None:
-        cached = {weight_key(arr): name for name, arr in prepared.weights.items() if arr.dtype == np.float32}
+        cached = {weight_key(arr): name for name, arr in prepared.weights.items()
+                  if arr.dtype == np.float32 and name not in prepared.side}
         prepared.__dict__["_onnxlrp_weight_keys"] = cached
     return cached
 
 
 def _assemble(prepared: PreparedModel, plan: Plan, tr: GraphTracer, heat: Traced, logits: Traced, m: Method,
               n0: int, fixed: bool, sample: tuple[int, ...], k: int, predicted: bool, relu: bool,
-              opts: dict[str, Any], attach: bool = True) -> onnx.ModelProto:
+              opts: dict[str, Any], attach: bool = True, forward: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """The model's forward nodes, the traced backward, inputs, outputs and metadata as one ModelProto
-    (``attach``: with the model's weights inline; else as the in-memory stubs of :func:`~onnxlrp.graph.prepare`)."""
+    (``attach``: with the model's weights inline; else as the in-memory stubs of :func:`~onnxlrp.graph.prepare`).
+    ``forward``: a text model whose own nodes and inputs (ids, masks) replace the specialisation's."""
     from .. import __version__
 
     model = onnx.ModelProto()
-    model.CopyFrom(plan.model)
+    model.CopyFrom(plan.model if forward is None else forward)
     g = model.graph
-    if attach:  # else the weights stay stubs, fed from prepared.weights by make_session (no copy)
+    batch_dim: int | str = n0 if fixed else "N"
+    if forward is not None:
+        from ..inputs import graph_inputs
+
+        real = graph_inputs(forward)
+        del g.input[:]
+        for i in real:
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in i.type.tensor_type.shape.dim]
+            g.input.append(helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type,
+                                                         [batch_dim, *sample[:len(dims) - 1]]))
+        sample = tuple(heat.shape[1 if k == 1 else 2:])
+    elif attach:  # else the weights stay stubs, fed from prepared.weights by make_session (no copy)
         for i, t in enumerate(g.initializer):
             if t.name in prepared.weights and t.data_location == onnx.TensorProto.EXTERNAL:
                 g.initializer[i].CopyFrom(numpy_helper.from_array(prepared.weights[t.name], t.name))
     g.node.extend(tr.nodes)
     g.initializer.extend(tr.initializers.values())
-    batch_dim: int | str = n0 if fixed else "N"
-    del g.input[:]
-    g.input.append(helper.make_tensor_value_info(plan.graph.input_name, onnx.TensorProto.FLOAT,
-                                                 [batch_dim, *sample]))
+    if forward is None:
+        del g.input[:]
+        g.input.append(helper.make_tensor_value_info(plan.graph.input_name, onnx.TensorProto.FLOAT,
+                                                     [batch_dim, *sample]))
     if not predicted:
         g.input.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64,
                                                      [batch_dim] if k == 1 else [batch_dim, k]))

@@ -293,6 +293,10 @@ class Tracer:
         # float32 arrays the graph already holds, by (shape, sha1 of the bytes): a constant equal to one of them
         # (a transposed Gemm weight, an unmodified kernel) reads that initializer instead of a copy
         self.reuse: dict[tuple[Any, ...], str] = {}
+        # constant arrays that stand for run-time tensors (Graph.side: a text model's masks, ids and what is
+        # computed from them), by id(): they are read from the graph at run time, never baked or folded
+        self.side: dict[int, tuple[str, np.ndarray, Any, np.ndarray]] = {}
+        self._side_cache: dict[int, Traced] = {}
 
     # -- graph bookkeeping ---------------------------------------------------------------------
     def fresh(self, hint: str = "t") -> str:
@@ -344,10 +348,35 @@ class Tracer:
         """``a`` as a :class:`Traced` (arrays and scalars become constants)."""
         if isinstance(a, Traced):
             return a if dtype is None else a.astype(dtype)
+        if self.side and isinstance(a, np.ndarray):
+            live = self._side_tensor(a)
+            if live is not None:
+                return live if dtype is None else live.astype(dtype)
         arr = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
         if arr.dtype == np.float16:
             arr = arr.astype(np.float32)
         return Traced(self, None, arr.shape, arr.dtype, const=arr)
+
+    def _side_tensor(self, a: np.ndarray) -> Traced | None:
+        """The run-time tensor a side constant (or a reshaped view of one) stands for, or None."""
+        base: Any = a
+        while isinstance(base, np.ndarray):
+            hit = self.side.get(id(base))
+            if hit is not None and hit[1] is base:
+                name, value, fn, raw = hit
+                t = self._side_cache.get(id(base))
+                if t is None:
+                    t = Traced(self, name, raw.shape, raw.dtype)
+                    t = t if fn is None else self.wrap(fn(self, t))
+                    self._side_cache[id(base)] = t
+                if base is a:
+                    return t
+                if a.size == value.size and a.flags.c_contiguous and value.flags.c_contiguous \
+                        and np.shares_memory(a, value):
+                    return t.reshape(a.shape)
+                return None
+            base = base.base
+        return None
 
     def batch_size(self) -> str:
         """The run-time batch size as a 1-element int64 tensor."""

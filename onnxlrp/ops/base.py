@@ -37,6 +37,22 @@ class NodeContext:
     shapes: dict[str, tuple[int, ...]]
     opset: int
     producers: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    # folded constants that stand for run-time tensors (see onnxlrp.graph.Graph.side), by id()
+    side: dict[int, Any] = field(default_factory=dict)
+
+    def derive(self, new: Any, src: Any, fn: Any) -> None:
+        """Record that array ``new`` is ``fn(xp, src)`` where ``src`` may stand for a run-time tensor (Graph.side):
+        the compiler then computes ``new`` from that tensor at run time instead of baking its value in."""
+        hit = self.side.get(id(src))
+        if hit is None or hit[1] is not src or new is src:
+            return
+        name, _, before, raw = hit
+        self.side[id(new)] = (name, new, fn if before is None else (lambda xp, t: fn(xp, before(xp, t))), raw)
+
+    def is_side(self, arr: Any) -> bool:
+        """True when ``arr`` stands for a run-time tensor (its value here is one example, not the value)."""
+        hit = self.side.get(id(arr))
+        return hit is not None and hit[1] is arr
 
     def attr(self, name: str, default: Any = None) -> Any:
         """The value of attribute ``name`` of the node (bytes decoded), or ``default``."""

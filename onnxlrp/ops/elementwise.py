@@ -167,7 +167,7 @@ class AffineLayer(Layer):
         super().__init__(ctx, inputs=[x_name])
         self.scale = np.asarray(scale, dtype=np.float32)
         self.shift = np.asarray(shift, dtype=np.float32)
-        self.unit_scale = bool(np.all(self.scale == 1))
+        self.unit_scale = bool(np.all(self.scale == 1)) and not ctx.is_side(self.scale)
         if self.output_shapes[0] != self.input_shapes[0]:
             raise Unsupported(
                 f"the constant operand broadcasts the activation from {self.input_shapes[0]} "
@@ -245,20 +245,23 @@ def _binary(ctx: NodeContext) -> Layer:
     if len(dyn) != 1:
         raise Unsupported(f"{op} with no activation input")
     i = dyn[0]
-    c = ctx.const(1 - i)
-    assert c is not None
-    c = np.asarray(c, dtype=np.float32)
+    c0 = ctx.const(1 - i)
+    assert c0 is not None
+    c = np.asarray(c0, dtype=np.float32)
+    ctx.derive(c, c0, lambda xp, t: t.astype(np.float32))  # a mask-derived operand stays a run-time tensor
     one, zero = np.ones((), np.float32), np.zeros((), np.float32)
     if op == "Add":
         scale, shift = one, c
     elif op == "Sub":
         scale, shift = (one, -c) if i == 0 else (-one, c)
+        ctx.derive(shift if i == 0 else c, c, lambda xp, t: -t)
     elif op == "Mul":
         scale, shift = c, zero
     elif i == 0:  # Div by a constant
         if np.any(c == 0):
             raise Unsupported("division by a constant that contains zeros")
         scale, shift = (1.0 / c).astype(np.float32), zero
+        ctx.derive(scale, c, lambda xp, t: xp.asarray(1.0, dtype=np.float32) / t)
     else:
         raise Unsupported("constant divided by an activation is not supported")
     return AffineLayer(ctx, node.input[i], scale, shift)

@@ -1,0 +1,180 @@
+"""Compile text models: token ids (and masks, token types) in, one relevance per token out.
+
+The engine explains a text model one set of fixed inputs at a time (:func:`onnxlrp.inputs.specialise`:
+the masks and ids become constants of a single-input model). The compiler builds the layers the
+same way, once, for inputs of the compiled shape, but records which folded constants derive from
+those inputs (:attr:`onnxlrp.graph.Graph.side`); the tracer reads each of them from the model's own
+forward at run time instead of baking its value in. The compiled graph therefore takes the model's
+real inputs — ids, attention mask, token types — and serves every mask and every text of that
+length. A rule that would bake a mask-derived value anyway is caught by the check at compile time,
+which compares the graph with the engine on random ids and random padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import InputError, OnnxLrpError, UnsupportedModelError
+from ..inputs import InputPlan, choose_input, graph_inputs, specialise
+
+TOLERANCE = 1e-4
+
+
+def token_setup(proto: onnx.ModelProto, shape: Any, input_name: str | None) -> tuple[InputPlan, tuple[int, ...]]:
+    """The input plan of a text model and the shape of its explained inputs' sample (without the batch)."""
+    plan = choose_input(proto, input_name)
+    src = next(i for i in graph_inputs(proto) if i.name == plan.source)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in src.type.tensor_type.shape.dim][1:]
+    if shape is not None:
+        try:
+            s = tuple(int(d) for d in ((shape,) if isinstance(shape, int | np.integer) else shape))
+        except (TypeError, ValueError):
+            raise InputError(f"shape must be the token count (or the sample shape of {plan.source!r}), "
+                             f"not {shape!r}") from None
+        if len(s) != len(dims) or any(d < 1 for d in s) or any(w is not None and w != d for w, d in zip(dims, s,
+                                                                                                       strict=True)):
+            raise InputError(f"shape {list(s)} does not fit the input {plan.source!r} {['N', *dims]}")
+        return plan, s
+    if any(d is None for d in dims):
+        shown = ["N", *["?" if d is None else d for d in dims]]
+        raise InputError(f"the input {plan.source!r} has the dynamic shape {shown}: "
+                         "give the number of tokens to compile for (shape=(128,) or --shape 128)")
+    return plan, tuple(int(d) for d in dims)  # type: ignore[arg-type]
+
+
+def default_feeds(plan: InputPlan, n: int, sample: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Inputs of ``n`` samples the layers are built from: token id 0, masks all ones, other inputs 0."""
+    feeds = {}
+    for name in [plan.source, *plan.fixed]:
+        rank = plan.ranks.get(name, len(sample) + 1)
+        shape = (n,) + sample if rank == len(sample) + 1 else None
+        if shape is None:
+            raise UnsupportedModelError(f"input {name!r} (rank {rank}) is not shaped like {plan.source!r} "
+                                        f"{['N', *sample]}: the compiler cannot choose its value")
+        fill = 1 if "mask" in name.lower() and name != plan.source else 0
+        feeds[name] = np.full(shape, fill, dtype=plan.dtypes[name])
+    return feeds
+
+
+def explained_shape(proto: onnx.ModelProto, plan: InputPlan, feeds: dict[str, np.ndarray]) -> tuple[int, ...]:
+    """The shape of the explained tensor for these feeds (the embedding lookup, run on one sample)."""
+    if plan.kind == "float":
+        return tuple(feeds[plan.source].shape)
+    from ..inputs import front_model
+    from ..runtime import make_session
+
+    sess = make_session(front_model(proto, plan))
+    need = [i.name for i in sess.get_inputs()]
+    one = sess.run([plan.explained], {k: feeds[k][:1] for k in need})[0]
+    return (feeds[plan.source].shape[0],) + tuple(one.shape[1:])
+
+
+def specialised_for_compile(proto: onnx.ModelProto, plan: InputPlan, n: int, sample: tuple[int, ...],
+                            output: str | None) -> tuple[Any, tuple[int, ...]]:
+    """The prepared single-input model the layers are built from, with its side constants named, and the
+    explained sample shape."""
+    from ..graph import prepare
+
+    feeds = default_feeds(plan, n, sample)
+    shape = explained_shape(proto, plan, feeds)
+    spec = specialise(proto, plan, feeds, shape)
+    prepared = prepare(spec, output)
+    side = frozenset([plan.source] if plan.kind == "embedding" else []) | frozenset(plan.fixed)
+    return dataclasses.replace(prepared, side=side), tuple(shape[1:])
+
+
+def check_feeds_random(plan: InputPlan, n: int, sample: tuple[int, ...], rows: int,
+                       rng: np.random.Generator, proto: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
+    """Random inputs for the compile-time check: random ids, masks padding each sample after a random length
+    (the first sample unpadded), token types drawn from their embedding table (``proto``'s)."""
+    feeds = default_feeds(plan, n, sample)
+    length = sample[-1]
+    if plan.kind == "embedding":
+        feeds[plan.source] = rng.integers(0, max(rows, 1), size=feeds[plan.source].shape).astype(
+            feeds[plan.source].dtype)
+    from ..inputs import _embedding_lookups, _table_rows
+
+    tables = _table_rows(proto, _embedding_lookups(proto, set(plan.fixed))) if proto is not None else {}
+    for name in plan.fixed:
+        if tables.get(name, 0) > 1:  # token types: any row of their table
+            feeds[name] = rng.integers(0, tables[name], size=feeds[name].shape).astype(feeds[name].dtype)
+        elif "mask" in name.lower():
+            keep = rng.integers(1, length + 1, size=n)
+            keep[0] = length
+            m = (np.arange(length)[None, :] < keep[:, None])
+            feeds[name] = np.broadcast_to(m.reshape((n,) + (1,) * (len(sample) - 1) + (length,)),
+                                          feeds[name].shape).astype(feeds[name].dtype)
+    return feeds
+
+
+def table_rows(proto: onnx.ModelProto, plan: InputPlan) -> int:
+    """Rows of the embedding table the ids index (0 for a float input)."""
+    if plan.kind != "embedding":
+        return 0
+    from ..inputs import _table_rows
+
+    return _table_rows(proto, {plan.source: plan.explained}).get(plan.source, 0)
+
+
+def verify_tokens(compiled: onnx.ModelProto, original: onnx.ModelProto, plan: InputPlan, method: str,
+                  sample: tuple[int, ...], fixed: int | None, k: int, predicted: bool, relu: bool,
+                  output: str | None, opts: dict[str, Any]) -> str:
+    """Compare the compiled text graph with ``Explainer.explain`` on random ids and padding; '' when they agree."""
+    import warnings
+
+    import onnxruntime as ort
+
+    from ..explainer import Explainer
+    from ..propagation import RelevanceWarning
+    from .build import HEATMAP, LOGITS, TARGET
+
+    rng = np.random.default_rng(0)
+    rows = table_rows(original, plan)
+    ex = Explainer(original, device="cpu", output=output, input=plan.source if plan.kind == "embedding" else None)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(compiled.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    for n in ([fixed] if fixed else [1, 3]):
+        feeds = check_feeds_random(plan, n, sample, rows, rng, original)
+        try:
+            logits_ref = ex.predict(feeds)
+        except OnnxLrpError as exc:
+            return f"the engine could not run: {exc}"
+        c = logits_ref.shape[1]
+        tg = None if predicted else rng.integers(0, c, size=(n,) if k == 1 else (n, k)).astype(np.int64)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                kw = {"relu": relu, "per_token": False, **opts}
+                if predicted or k == 1:
+                    full = ex.explain(feeds, None if predicted else tg, method, **kw)
+                else:
+                    full = np.stack([ex.explain(feeds, tg[:, j], method, **kw) for j in range(k)])
+            except OnnxLrpError as exc:
+                return f"the engine could not explain the check input: {exc}"
+        unstable = any(issubclass(w.category, RelevanceWarning) for w in caught)
+        run_feeds = {i.name: feeds[i.name] for i in sess.get_inputs() if i.name in feeds}
+        if tg is not None:
+            run_feeds[TARGET] = tg
+        try:
+            logits, heat = sess.run([LOGITS, HEATMAP], run_feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            return f"onnxruntime could not run it at batch {n}: {str(exc)[:300]}"
+        lerr = float(np.max(np.abs(logits - logits_ref)))
+        if lerr > 1e-3 * max(1.0, float(np.abs(logits_ref).max())):
+            return f"batch {n}: logits differ by {lerr:.3g}"
+        # per token, the sum over the embedding axis cancels (a LayerNorm's gradient sums to 0 over it): the
+        # error is relative to the largest Σ|R| of a token, the size of what was summed
+        ref = full.sum(axis=-1) if plan.kind == "embedding" else full
+        scale = np.abs(full).sum(axis=-1) if plan.kind == "embedding" else np.abs(full)
+        err = float(np.max(np.abs(heat - ref)) / max(float(np.max(scale)), 1e-30))
+        if not (np.isfinite(err) and err <= TOLERANCE) and not unstable:
+            return f"batch {n}: heatmap relative error {err:.3g} (random ids and padding)"
+    return ""
+
+
+__all__ = ["check_feeds_random", "default_feeds", "specialised_for_compile", "token_setup", "verify_tokens"]
