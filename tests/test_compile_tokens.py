@@ -145,3 +145,24 @@ def test_refusals_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert heat.shape == (2, 5)
     assert main(["compile", str(src), "-m", "lrp_epsilon", "-o", str(out)]) != 0
     assert "token" in capsys.readouterr().err
+
+
+def test_compiled_explainer_takes_text_inputs() -> None:
+    """CompiledExplainer runs a compiled text graph with a dict of inputs (a missing mask is all ones), as
+    Explainer does; an array where a dict is needed is a clear error."""
+    from onnxlrp.compiler.runner import CompiledExplainer
+
+    path = str(FIX / "lxt_bert_dynamo.onnx")
+    ce = CompiledExplainer(compile_explanation(path, "cp_lrp"), device="cpu")
+    ex = Explainer(path, device="cpu", kernels="engine")
+    rng = np.random.default_rng(2)
+    f = feeds(2, 8, 100, rng)
+    np.testing.assert_allclose(ce.predict(f), ex.predict(f), rtol=1e-5, atol=1e-6)
+    full = ex.explain(f, [1, 0], "cp_lrp", per_token=False)
+    assert token_err(ce.explain(f, [1, 0]), full) <= TOL
+    ids = {"input_ids": f["input_ids"]}
+    assert token_err(ce.explain(ids, [1, 0]), ex.explain(ids, [1, 0], "cp_lrp", per_token=False)) <= TOL
+    with pytest.raises(InputError, match="dict"):
+        ce.explain(f["input_ids"], 0)
+    with pytest.raises(InputError, match="unknown input"):
+        ce.explain({**f, "bogus": f["input_ids"]}, 0)

@@ -39,8 +39,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compile", help="compile an explanation method into an ONNX model",
         description="Write MODEL's forward pass and METHOD's backward pass as one ONNX model: inputs the "
-                    "model's input and an int64 'target', outputs 'logits' and 'heatmap'. It runs in any "
-                    "ONNX runtime (onnxruntime CPU/CUDA, TensorRT, ...) without onnxlrp.")
+                    "model's input(s) and an int64 'target', outputs 'logits' and 'heatmap'. It runs in any "
+                    "ONNX runtime (onnxruntime CPU/CUDA, TensorRT, ...) without onnxlrp. A text model keeps its "
+                    "inputs (token ids, attention mask, token types) and gets one relevance per token.")
     p.add_argument("model", help="the .onnx model")
     p.add_argument("-m", "--method", default="epsilon_plus_flat",
                    help="propagation or gradient method (default epsilon_plus_flat; `onnxlrp methods` lists them)")
@@ -50,7 +51,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     help="classes explained per sample: 'target' is [N] for 1, [N, K] otherwise (heatmap [K, N, ...])")
     tg.add_argument("--predicted", action="store_true", help="explain each sample's predicted class (no target input)")
     p.add_argument("--shape", type=_shape, metavar="C,H,W",
-                   help="sample shape for a model whose input shape is dynamic")
+                   help="sample shape for a model whose input shape is dynamic (a text model: the token count)")
+    p.add_argument("--input", dest="input_name", metavar="NAME",
+                   help="a text model's explained input (token ids or a float input) where it has several candidates")
     p.add_argument("--batch", type=positive_int, metavar="N", help="fix the batch size (default: dynamic)")
     p.add_argument("--low", type=parse_floats_arg, metavar="V[,V,V]",
                    help="lower end of the input box for Z^B methods: one value or one per channel")
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     proto = compile_explanation(args.model, args.method, targets=args.targets, predicted=args.predicted,
                                 shape=args.shape, batch=args.batch, output=args.output_name, relu=args.relu,
-                                verify=args.verify, **options)
+                                verify=args.verify, input=args.input_name, **options)
     took = time.perf_counter() - t0
     if proto.ByteSize() > _MAX_PROTO:
         data = out.name + ".data"

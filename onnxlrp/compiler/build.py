@@ -150,7 +150,10 @@ def _compile_tokens(proto: onnx.ModelProto, m: Method, k: int, predicted: bool, 
     except _PlanError as exc:
         if n0 != MARKER:
             raise UnsupportedModelError(str(exc)) from None
-        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({exc}); compiled for batch 1",
+        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({exc}): the layers of a text model "
+                      "are built from its masks at a tracing batch of 8191, and masks expanded to [N, 1, L, L] are "
+                      "too large for that beyond about 45 tokens; compiled for batch 1 (batch=N fixes another "
+                      "batch size; CompiledExplainer runs larger batches one sample at a time)",
                       RuntimeWarning, stacklevel=3)
         n0 = 1
         compiled, opts = build(1)

@@ -63,7 +63,7 @@ class FastPath:
         try:
             proto = compile_prepared(self.prepared, m.name, tuple(x.shape[1:]), t_count or 1, t_count is None, baked,
                                      diagnostics=True, batch=x.shape[0])
-            sess = make_session(proto, None, self.threads, self.prepared.weights)
+            sess = make_session(proto, None, self.threads, self.prepared.weights, prepack=False)
         except Exception:  # noqa: BLE001 - whatever the compiler refuses or fails on runs on the engine
             self._refused.add(key)
             return None

@@ -7,7 +7,7 @@ file carries ``onnxlrp.method`` in its metadata (it was written by ``onnxlrp com
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -57,22 +57,65 @@ class CompiledExplainer:
         dims = ins[0].type.tensor_type.shape.dim
         self.input_shape: list[int | None] = [int(d.dim_value) if d.HasField("dim_value") else None for d in dims]
         self.fixed_batch: int | None = self.input_shape[0]
+        # a text model's graph takes its own inputs (ids, masks, token types) by name
+        self.inputs: dict[str, np.dtype] = {
+            i.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+            for i in ins if i.name != TARGET}
+        self.tokens: bool = len(self.inputs) > 1 or self.inputs[self.input_name].kind != "f"
         self.input_plan = None
         self.prepared = SimpleNamespace(model=proto, softmax_stripped=None)  # what the CLI's helpers read
         self.backend = get_backend(device)
-        self.session = make_session(proto, self.backend, threads)
+        self.session = make_session(proto, self.backend, threads, prepack=False)
 
     @property
     def device(self) -> str:
         """``"cpu"`` or ``"cuda"``."""
         return self.backend.device
 
-    def _run(self, x: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        feed: dict[str, Any] = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+    def _feeds(self, x: Any) -> tuple[dict[str, Any], int]:
+        """The graph's inputs for ``x`` (an array, or for a text graph a dict by input name) and the batch size."""
+        if not self.tokens:
+            if isinstance(x, Mapping):
+                raise InputError(f"this compiled graph takes one array ({self.input_name!r}), not a dict")
+            arr = np.ascontiguousarray(x, dtype=np.float32)
+            return {self.input_name: arr}, arr.shape[0]
+        if not isinstance(x, Mapping):
+            raise InputError(f"this compiled graph explains a text model: pass a dict of arrays by input name "
+                             f"({', '.join(self.inputs)})")
+        unknown = sorted(set(x) - set(self.inputs))
+        if unknown:
+            raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the graph's inputs are "
+                             f"{', '.join(self.inputs)}")
+        if self.input_name not in x:
+            raise InputError(f"input {self.input_name!r} is required")
+        feed: dict[str, Any] = {}
+        for name, dtype in self.inputs.items():
+            if name in x:
+                arr = np.asarray(x[name])
+                if dtype.kind in "iub" and arr.dtype.kind not in "iub":
+                    raise InputError(f"input {name!r} must hold integers, not {arr.dtype}")
+                feed[name] = np.ascontiguousarray(arr, dtype=dtype)
+        ref = feed[self.input_name].shape
+        for name, dtype in self.inputs.items():  # as Explainer: a missing mask is all ones, another input zeros
+            if name not in feed:
+                feed[name] = np.full(ref, 1 if "mask" in name.lower() else 0, dtype=dtype)
+        return feed, int(ref[0]) if ref else 0
+
+    def _run(self, x: Any, target: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        feed, n = self._feeds(x)
         if not self.predicted:
             if target is None:
-                target = np.zeros((x.shape[0],) if self.k == 1 else (x.shape[0], self.k), np.int64)
+                target = np.zeros((n,) if self.k == 1 else (n, self.k), np.int64)
             feed[TARGET] = np.ascontiguousarray(target, dtype=np.int64)
+        if self.fixed_batch == 1 and n > 1:  # a graph compiled for batch 1 runs the samples one at a time
+            parts = [self._run_feed({k: v[i:i + 1] for k, v in feed.items()}) for i in range(n)]
+            axis = 1 if self.k > 1 and not self.predicted else 0
+            return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts], axis=axis))
+        if self.fixed_batch is not None and n != self.fixed_batch:
+            raise InputError(f"this graph was compiled for batch {self.fixed_batch}, not {n}")
+        return self._run_feed(feed)
+
+    def _run_feed(self, feed: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         try:
             logits, heat = self.session.run([LOGITS, HEATMAP], feed)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not OnnxLrpErrors
@@ -81,8 +124,8 @@ class CompiledExplainer:
 
     def predict(self, x: Any) -> np.ndarray:
         """The class scores ``(N, classes)`` (before a softmax the original model ends with)."""
-        x = np.asarray(x, dtype=np.float32)
-        return self._run(x, None)[0].reshape(x.shape[0], -1)
+        logits = self._run(x, None)[0]
+        return logits.reshape(logits.shape[0], -1)
 
     def explain(self, x: Any, target: int | Sequence[int] | None = None, method: str | None = None, *,
                 targets: Sequence[int] | np.ndarray | None = None, relu: bool = False, **options: Any) -> np.ndarray:
@@ -93,8 +136,9 @@ class CompiledExplainer:
         if options:
             raise InputError(f"the options of a compiled graph are fixed ({self.metadata.get('onnxlrp.options')}); "
                              f"got {', '.join(options)}")
-        x = np.asarray(x, dtype=np.float32)
-        n = x.shape[0]
+        if not self.tokens:
+            x = np.asarray(x, dtype=np.float32)
+        n = self._feeds(x)[1]
         if self.predicted:
             logits, heat = self._run(x, None)
             if target is not None or targets is not None:
