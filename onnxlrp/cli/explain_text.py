@@ -85,6 +85,9 @@ def _tokenizer(args: argparse.Namespace, ex: Any) -> Any:
 def _feeds(ex: Any, tok: Any, texts: list[str], max_length: int) -> tuple[dict[str, np.ndarray], list[list[str]]]:
     """Token ids and attention mask for the texts (padded to the longest), and each text's tokens."""
     plan = ex.input_plan
+    if getattr(ex, "tokens", False):
+        raise InputError("this is a compiled text graph: explain-text takes the original model; run the compiled "
+                         "graph from Python (onnxlrp.compiler.CompiledExplainer) or in any ONNX runtime")
     if plan is None or plan.kind != "embedding":
         raise InputError("this model does not take token ids (its explained input is not an embedding lookup); "
                          "use 'onnxlrp explain' for images")

@@ -5,8 +5,9 @@ that interface which records ONNX nodes, so the compiled graph runs the very cod
 """
 
 from .build import HEATMAP, LOGITS, TARGET, compilable_methods, compile_explanation
+from .runner import CompiledExplainer
 from .tracer import MARKER, Traced, TraceError, Tracer
 from .verify import run_compiled
 
-__all__ = ["HEATMAP", "LOGITS", "MARKER", "TARGET", "TraceError", "Traced", "Tracer", "compilable_methods",
-           "compile_explanation", "run_compiled"]
+__all__ = ["HEATMAP", "LOGITS", "MARKER", "TARGET", "CompiledExplainer", "TraceError", "Traced", "Tracer",
+           "compilable_methods", "compile_explanation", "run_compiled"]
