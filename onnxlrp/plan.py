@@ -120,6 +120,8 @@ class Plan:
         g = self.graph
         xp = self.backend.xp
         k = start.shape[0]
+        if ctx.vanishing is None:
+            ctx.vanishing = self.vanishing_below_zero(rule_for)
         rel: dict[str, Array] = {g.output_name: start.reshape((k,) + tuple(g.output_shape))}
         target = stop_at or g.input_name
         for layer in reversed(g.layers):
@@ -140,6 +142,80 @@ class Plan:
             shape = g.shapes[target]
             return xp.zeros((k,) + tuple(shape), dtype=xp.float32)
         return out
+
+
+    def vanishing_below_zero(self, rule_for: Callable[[Layer], Any]) -> frozenset[str]:
+        """Outputs of linear layers whose relevance is exactly 0 wherever the output is negative, under these rules.
+
+        That holds for ``z`` when its only readers are ReLU-like activations (ReLU, ``Clip`` from 0: the
+        activation is 0 where ``z < 0``) that pass relevance through, and the relevance of the activation
+        ``a`` is 0 wherever ``a = 0``: every reader of ``a`` takes relevance in proportion to its input
+        (``R_in = a ⊙ c``: ε, Z⁺, Alpha-Beta, Gamma, the Z rule; :attr:`Rule.proportional`), or is a pure
+        re-indexing or max-pool (by its gradient) or another ReLU-like activation whose own output has that
+        property. Then the ε rule's denominator may ignore the sign of ``z`` (see ``LinearRule._divide``).
+        """
+        from .ops.elementwise import ActivationLayer
+        from .ops.linear import LinearLayer
+        from .ops.pooling import MaxPoolLayer
+        from .ops.reindex import (
+            ConcatLayer,
+            ExpandLayer,
+            ReshapeLayer,
+            SliceLayer,
+            SplitLayer,
+            TileLayer,
+            TransposeLayer,
+        )
+        from .rules.base import Gradient, Pass
+
+        g = self.graph
+        consumers = g.consumers()
+        rules: dict[int, Any] = {}
+
+        def rule_of(layer: Layer) -> Any:
+            if id(layer) not in rules:
+                r = rule_for(layer)
+                rules[id(layer)] = getattr(r, "rule", r)  # the compiler wraps rules (the wrapper names the rule)
+            return rules[id(layer)]
+
+        def relu_like(layer: Layer) -> bool:
+            if type(layer) is not ActivationLayer:
+                return False
+            lo = getattr(layer, "bounds", (None, None))[0]
+            return layer.op_type == "Relu" or (layer.op_type == "Clip" and lo is not None and lo == 0)
+
+        copies = (ReshapeLayer, TransposeLayer, ConcatLayer, SplitLayer, SliceLayer, ExpandLayer, TileLayer,
+                  MaxPoolLayer)
+        memo: dict[str, bool] = {}
+
+        def zero_at_zero(t: str) -> bool:  # the relevance of t is 0 wherever t is 0
+            if t in memo:
+                return memo[t]
+            memo[t] = False  # (a cycle cannot occur in a DAG; this only guards the recursion)
+            ok = t != g.output_name
+            for c in consumers.get(t, []) if ok else []:
+                r = rule_of(c)
+                if getattr(r, "proportional", False):
+                    continue
+                if isinstance(c, copies) and isinstance(r, (Gradient, Pass)) and all(map(zero_at_zero, c.outputs)):
+                    continue
+                if relu_like(c) and isinstance(r, Pass) and zero_at_zero(c.outputs[0]):
+                    continue
+                ok = False
+                break
+            memo[t] = ok
+            return ok
+
+        out = set()
+        for layer in g.layers:
+            if not isinstance(layer, LinearLayer):
+                continue
+            z = layer.outputs[0]
+            readers = consumers.get(z, [])
+            if readers and z != g.output_name and all(
+                    relu_like(c) and isinstance(rule_of(c), Pass) and zero_at_zero(c.outputs[0]) for c in readers):
+                out.add(z)
+        return frozenset(out)
 
 
 def plan_summary(plan: Plan, rule_for: Callable[[Layer], Any] | None = None) -> list[dict[str, str]]:

@@ -405,6 +405,7 @@ def _backward(plan: Plan, acts: dict[str, Traced], start: Traced, comp: Any, ctx
                 raise UnsupportedModelError(f"node {lay.name!r} (op {lay.op_type}, rule {rule}) cannot be compiled: "
                                             f"{why}") from None
 
+        traced.rule = rule  # type: ignore[attr-defined] - what Plan.vanishing_below_zero reads
         return traced
 
     return plan.backward(acts, start, rule_for, ctx, stop_at=stop_at)  # type: ignore[arg-type]

@@ -22,12 +22,18 @@ class RuleContext:
     xp: Any
     bounds: dict[str, tuple[Array, Array]] = field(default_factory=dict)  # tensor → (low, high)
     cache: dict[Any, Array] = field(default_factory=dict)  # x-independent denominators; the plan's, reused
+    # layer outputs whose relevance is exactly 0 wherever the output is negative (Plan.vanishing_below_zero): there
+    # an ε denominator's sign does not matter, and |z| + ε replaces z + sign(z)·ε
+    vanishing: frozenset[str] | None = None
 
 
 class Rule:
     """Base class: a named map from output relevance to input relevance."""
 
     name = "rule"
+    # True when every input's relevance is its forward value times something finite (R_in = x ⊙ c): an input
+    # that is 0 receives exactly 0 (ε, Z, Z⁺, Alpha-Beta, Gamma, the Z rule of sums and pools)
+    proportional = False
 
     def __call__(
         self, layer: Layer, ctx: RuleContext, ins: list[Array], outs: list[Array], gouts: list[Array | None]
@@ -137,6 +143,8 @@ class ZNorm(Rule):
 
     Each input receives relevance in proportion to its share of the output.
     """
+
+    proportional = True
 
     def __init__(self, stabilizer: Stabilizer) -> None:
         self.stabilizer = stabilizer

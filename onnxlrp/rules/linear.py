@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,7 @@ class LinearRule(Rule):
     def __init__(self, name: str, groups: list[Group]) -> None:
         self.name = name
         self.groups = groups
+        self.proportional = all(t.inp in ("x", "x+", "x-") for grp in groups for t in grp.terms)
 
     def __call__(self, layer, ctx, ins, outs, gouts):  # type: ignore[override]
         """Relevance at the layer input."""
@@ -90,7 +92,7 @@ class LinearRule(Rule):
             if not terms:
                 continue
             z = self._denominator(layer, ctx, x, outs[0], group, gi, terms, inputs)
-            s = group.stab.divide(xp, g, z)
+            s = self._divide(xp, ctx, layer, group, terms, g, z)
             if group.mask == "z>0":
                 s *= outs[0] > 0
             elif group.mask == "z<0":
@@ -112,6 +114,24 @@ class LinearRule(Rule):
         if total is None:
             total = xp.zeros((g.shape[0],) + tuple(x.shape), dtype=xp.float32)
         return [total]
+
+    @staticmethod
+    def _divide(xp: Any, ctx: RuleContext, layer: LinearLayer, group: Group, terms: list[Term], g: Array,
+                z: Array) -> Array:
+        """``g / stab(z)``, with the sign test of ε's stabiliser left out where it cannot matter (same numbers):
+        a denominator that is a sum of non-negative products (``W⁺x⁺ + W⁻x⁻ + b⁺``: Z⁺, Alpha-Beta's α
+        group) is never negative, so ``z + ε``; the plain ``Wx + b`` of a layer whose output relevance is 0
+        wherever ``z < 0`` (:attr:`RuleContext.vanishing`) gives 0 there whatever the sign, so ``|z| + ε``."""
+        stab = group.stab
+        if not isinstance(stab, SignEpsilon) or xp.__name__ == "cupy":  # CuPy: one fused kernel anyway
+            return stab.divide(xp, g, z)
+        eps = np.float32(stab.eps)
+        if group.bias in (None, "pos") and all((t.inp, t.w) in (("x+", "pos"), ("x-", "neg")) for t in terms):
+            return g / (z + eps)
+        if ctx.vanishing is not None and layer.outputs[0] in ctx.vanishing and group.mask is None \
+                and len(terms) == 1 and terms[0] == Term("x", "id") and group.bias == "id":
+            return g / (xp.abs(z) + eps)
+        return stab.divide(xp, g, z)
 
     def _denominator(
         self, layer: LinearLayer, ctx: RuleContext, x: Array, y: Array, group: Group, gi: int, terms: list[Term],
