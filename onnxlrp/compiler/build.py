@@ -28,7 +28,7 @@ from ..plan import Plan
 from ..propagation import composite_for, normalised, post
 from ..rules import RuleContext
 from .primitives import GraphTracer
-from .tracer import MARKER, BatchDependent, Traced, TraceError, weight_key
+from .tracer import MARKER, BatchDependent, Traced, TraceError, tracing_marker, weight_key
 
 MIN_OPSET = 17  # Shape(start, end), ScatterElements(reduction="add"), Reduce* with axes
 TARGET = "target"
@@ -137,33 +137,52 @@ def _compile_tokens(proto: onnx.ModelProto, m: Method, k: int, predicted: bool, 
     src = next(i for i in proto.graph.input if i.name == plan.source)
     d0 = src.type.tensor_type.shape.dim[0] if src.type.tensor_type.shape.dim else None
     fixed = int(d0.dim_value) if d0 is not None and d0.HasField("dim_value") else None
-    n0 = fixed or batch or MARKER
+    marker = _token_marker(proto, tokens)
+    n0 = fixed or batch or marker
 
-    def build(n: int) -> onnx.ModelProto:
+    def build(n: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
         prepared, sample = specialised_for_compile(proto, plan, n, tokens, output)
         opts = check_options(m.name, m.options, options, (1,) + sample)
-        return _build(prepared, m, n, n != MARKER, sample, k, predicted, relu, opts, forward=proto,
-                      per_token=plan.kind == "embedding"), opts
+        with tracing_marker(marker):
+            return _build(prepared, m, n, n != marker, sample, k, predicted, relu, opts, forward=proto,
+                          per_token=plan.kind == "embedding"), opts
+
+    def fall_back(why: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({why}); compiled for batch 1 "
+                      "(batch=N fixes another batch size; CompiledExplainer runs larger batches one sample at a "
+                      "time)", RuntimeWarning, stacklevel=4)
+        return build(1)
 
     try:
         compiled, opts = build(n0)
     except _PlanError as exc:
-        if n0 != MARKER:
+        if n0 != marker:
             raise UnsupportedModelError(str(exc)) from None
-        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({exc}): the layers of a text model "
-                      "are built from its masks at a tracing batch of 8191, and masks expanded to [N, 1, L, L] are "
-                      "too large for that beyond about 45 tokens; compiled for batch 1 (batch=N fixes another "
-                      "batch size; CompiledExplainer runs larger batches one sample at a time)",
-                      RuntimeWarning, stacklevel=3)
         n0 = 1
-        compiled, opts = build(1)
-    if verify:
-        problem = verify_tokens(compiled, proto, plan, m.name, tokens, n0 if n0 != MARKER else None, k, predicted,
-                                relu, output, opts)
+        compiled, opts = fall_back(str(exc))
+    if verify and n0 == marker:
+        problem = verify_tokens(compiled, proto, plan, m.name, tokens, None, k, predicted, relu, output, opts)
+        if problem:
+            n0 = 1
+            compiled, opts = fall_back(f"the graph traced for any batch disagrees with the engine: {problem}")
+    if verify and n0 != marker:
+        problem = verify_tokens(compiled, proto, plan, m.name, tokens, n0, k, predicted, relu, output, opts)
         if problem:
             raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
                                         "please report this model")
     return compiled
+
+
+def _token_marker(proto: onnx.ModelProto, tokens: tuple[int, ...]) -> int:
+    """The marker batch a text model is traced at: a prime small enough that constants built from its masks
+    (``[N, 1, L, L]``) stay small, and no dimension of the model's weights or inputs is a multiple of."""
+    length = max(tokens) if tokens else 1
+    cap = max(31, min(MARKER, (1 << 22) // max(length * length, 1)))
+    dims = {int(d) for t in proto.graph.initializer for d in t.dims if d > 1} | {int(d) for d in tokens if d > 1}
+    for p in range(cap, 10, -1):
+        if all(p % q for q in range(2, int(p ** 0.5) + 1)) and all(d % p for d in dims):
+            return p
+    return MARKER
 
 
 def compile_prepared(prepared: PreparedModel, method: str, sample: tuple[int, ...], targets: int, predicted: bool,

@@ -13,7 +13,8 @@ Three rules keep the recorded graph honest:
   x-free denominators of W²/Flat) is computed at trace time with NumPy and becomes an
   initializer; only work that depends on the input reaches the graph.
 * **The batch axis is symbolic.** Tracing runs at the marker batch size :data:`MARKER`
-  (8191, a prime no layer size is a multiple of); any shape entry that is a multiple of it
+  (8191, a prime no layer size is a multiple of; text models a smaller prime, see
+  :func:`tracing_marker`); any shape entry that is a multiple of it
   carries the batch and is written as a run-time value (``-1`` in a ``Reshape``, a computed
   shape elsewhere), so the compiled graph takes any batch size.
 * **No data-dependent Python decisions.** ``bool()`` of a traced value raises
@@ -25,9 +26,10 @@ Three rules keep the recorded graph honest:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,24 @@ import onnx
 from onnx import helper, numpy_helper
 
 MARKER = 8191  # the batch size tracing runs at: no real dimension is a multiple of it
+_marker = [MARKER]  # the marker of the trace in progress (see tracing_marker)
+
+
+def current_marker() -> int:
+    """The marker batch size of the trace in progress (:data:`MARKER` unless :func:`tracing_marker` set another)."""
+    return _marker[0]
+
+
+@contextlib.contextmanager
+def tracing_marker(marker: int) -> Iterator[None]:
+    """Trace with another marker batch size: a prime no dimension of the model is a multiple of (text models
+    trace at a small one, where constants built from the masks grow with the batch as ``[N, 1, L, L]``)."""
+    old = _marker[0]
+    _marker[0] = int(marker)
+    try:
+        yield
+    finally:
+        _marker[0] = old
 
 _ONNX_TYPE = {
     np.dtype(np.float32): onnx.TensorProto.FLOAT,
@@ -55,7 +75,7 @@ class BatchDependent(TraceError):
 
 
 def _is_batch(d: int) -> bool:
-    return isinstance(d, (int, np.integer)) and int(d) != 0 and int(d) % MARKER == 0
+    return isinstance(d, (int, np.integer)) and int(d) != 0 and int(d) % _marker[0] == 0
 
 
 def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
@@ -403,7 +423,7 @@ class Tracer:
                     parts.append(self.const_name(np.asarray(static, dtype=np.int64)))
                     static = []
                 n = self.batch_size()
-                mult = d // MARKER
+                mult = d // _marker[0]
                 m = self.const_name(np.asarray([mult], np.int64))
                 parts.append(n if mult == 1 else self.node("Mul", [n, m])[0])
             else:
@@ -427,7 +447,7 @@ class Tracer:
         batch = [i for i, d in enumerate(shape) if _is_batch(d)]
         if not batch:
             t = self.wrap(np.full(shape, value, dtype=dtype))
-        elif all(shape[i] == MARKER for i in batch):
+        elif all(shape[i] == _marker[0] for i in batch):
             # the same value for every sample: a constant with size-1 batch axes, broadcast at run time
             small = tuple(1 if i in batch else d for i, d in enumerate(shape))
             t = self.broadcast_to(self.wrap(np.full(small, value, dtype=dtype)), shape)
