@@ -245,6 +245,8 @@ def export_torchvision(name: str, path: Path, seed: int = 0) -> None:
     model = torchvision_module(name, seed)
     dummy = torch.zeros(1, *IMAGE_SHAPE)
     buf = io.BytesIO()
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # ViT: the fused attention kernel has no ONNX export
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -252,6 +254,7 @@ def export_torchvision(name: str, path: Path, seed: int = 0) -> None:
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
         )
+    torch.backends.mha.set_fastpath_enabled(fast)
     _atomic_save(onnx.load_from_string(buf.getvalue()), path)
 
 

@@ -166,3 +166,29 @@ def test_compiled_explainer_takes_text_inputs() -> None:
         ce.explain(f["input_ids"], 0)
     with pytest.raises(InputError, match="unknown input"):
         ce.explain({**f, "bogus": f["input_ids"]}, 0)
+
+
+def test_float_input_with_a_mask() -> None:
+    """A float input [N, L, D] beside an int mask [N, L]: the mask stays an input, the heatmap is shaped like
+    the float input and equals the engine's."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(np.array([1], np.int64), "ax")]
+    nodes = [helper.make_node("Unsqueeze", ["mask", "last"], ["m0"]),
+             helper.make_node("Cast", ["m0"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "m"], ["rm"]),
+             helper.make_node("ReduceSum", ["rm", "ax"], ["s"], keepdims=0),
+             helper.make_node("MatMul", ["s", "W"], ["y"])]
+    g = helper.make_graph(nodes, "float_mask", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 6]),
+                                                helper.make_tensor_value_info("mask", TensorProto.INT64, ["N", 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = compile_explanation(m, "lrp_epsilon")
+    assert [i.name for i in compiled.graph.input] == ["x", "mask", "target"]
+    x = rng.standard_normal((2, 5, 6)).astype(np.float32)
+    f = {"x": x, "mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])}
+    _, heat = run(compiled, f, np.array([0, 2]))
+    ref = Explainer(m.SerializeToString(), device="cpu", kernels="engine").explain(f, [0, 2], "lrp_epsilon")
+    assert heat.shape == (2, 5, 6) and float(np.abs(heat - ref).max() / np.abs(ref).max()) <= TOL
+    assert np.all(heat[0, 3:] == 0)

@@ -467,11 +467,10 @@ def _assemble(prepared: PreparedModel, plan: Plan, tr: GraphTracer, heat: Traced
 
         real = graph_inputs(forward)
         del g.input[:]
-        for i in real:
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                    for d in i.type.tensor_type.shape.dim]
-            g.input.append(helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type,
-                                                         [batch_dim, *sample[:len(dims) - 1]]))
+        for i in real:  # declared fixed dimensions, else the explained input's leading ones (as tokens.default_feeds)
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+            g.input.append(helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type, [batch_dim] + [
+                d if d is not None else (sample[j] if j < len(sample) else None) for j, d in enumerate(dims[1:])]))
         sample = tuple(heat.shape[1 if k == 1 else 2:])
     elif attach:  # else the weights stay stubs, fed from prepared.weights by make_session (no copy)
         for i, t in enumerate(g.initializer):

@@ -46,15 +46,25 @@ def token_setup(proto: onnx.ModelProto, shape: Any, input_name: str | None) -> t
     return plan, tuple(int(d) for d in dims)  # type: ignore[arg-type]
 
 
-def default_feeds(plan: InputPlan, n: int, sample: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Inputs of ``n`` samples the layers are built from: token id 0, masks all ones, other inputs 0."""
+def default_feeds(plan: InputPlan, n: int, sample: tuple[int, ...],
+                  proto: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
+    """Inputs of ``n`` samples the layers are built from: token id 0, masks all ones, other inputs 0.
+
+    ``sample`` is the explained input's sample shape; another input takes its declared dimensions where
+    they are fixed and the explained input's leading ones where not (a mask ``[N, L]`` beside ``[N, L, D]``)."""
+    declared = {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+                for i in (graph_inputs(proto) if proto is not None else [])}
     feeds = {}
     for name in [plan.source, *plan.fixed]:
         rank = plan.ranks.get(name, len(sample) + 1)
-        shape = (n,) + sample if rank == len(sample) + 1 else None
-        if shape is None:
-            raise UnsupportedModelError(f"input {name!r} (rank {rank}) is not shaped like {plan.source!r} "
-                                        f"{['N', *sample]}: the compiler cannot choose its value")
+        dims = declared.get(name) or [None] * max(rank, 0)
+        if name == plan.source:
+            shape = (n,) + tuple(sample)
+        elif rank >= 1 and all(d is not None or i - 1 < len(sample) for i, d in enumerate(dims) if i):
+            shape = (n,) + tuple(d if d is not None else sample[i - 1] for i, d in enumerate(dims) if i)
+        else:
+            raise UnsupportedModelError(f"input {name!r} (rank {rank}) has dimensions the compiler cannot take from "
+                                        f"{plan.source!r} {['N', *sample]}: it cannot choose its value")
         fill = 1 if "mask" in name.lower() and name != plan.source else 0
         feeds[name] = np.full(shape, fill, dtype=plan.dtypes[name])
     return feeds
@@ -79,7 +89,7 @@ def specialised_for_compile(proto: onnx.ModelProto, plan: InputPlan, n: int, sam
     explained sample shape."""
     from ..graph import prepare
 
-    feeds = default_feeds(plan, n, sample)
+    feeds = default_feeds(plan, n, sample, proto)
     shape = explained_shape(proto, plan, feeds)
     spec = specialise(proto, plan, feeds, shape)
     prepared = prepare(spec, output)
@@ -92,8 +102,7 @@ def check_feeds_random(plan: InputPlan, n: int, sample: tuple[int, ...], rows: i
                        full_first: bool = True) -> dict[str, np.ndarray]:
     """Random inputs for the compile-time check: random ids, masks padding each sample after a random length
     (the first sample unpadded with ``full_first``), token types drawn from their embedding table (``proto``'s)."""
-    feeds = default_feeds(plan, n, sample)
-    length = sample[-1]
+    feeds = default_feeds(plan, n, sample, proto)
     if plan.kind == "embedding":
         feeds[plan.source] = rng.integers(0, max(rows, 1), size=feeds[plan.source].shape).astype(
             feeds[plan.source].dtype)
@@ -104,13 +113,14 @@ def check_feeds_random(plan: InputPlan, n: int, sample: tuple[int, ...], rows: i
         if tables.get(name, 0) > 1:  # token types: any row of their table
             feeds[name] = rng.integers(0, tables[name], size=feeds[name].shape).astype(feeds[name].dtype)
         elif "mask" in name.lower():
+            length = feeds[name].shape[-1]
             keep = rng.integers(1, length + 1, size=n)
             if full_first:
                 keep[0] = length
             elif n == 1 or np.all(keep == length):
                 keep[-1] = max(1, length // 2)  # at least one padded sample
             m = (np.arange(length)[None, :] < keep[:, None])
-            feeds[name] = np.broadcast_to(m.reshape((n,) + (1,) * (len(sample) - 1) + (length,)),
+            feeds[name] = np.broadcast_to(m.reshape((n,) + (1,) * (feeds[name].ndim - 2) + (length,)),
                                           feeds[name].shape).astype(feeds[name].dtype)
     return feeds
 
