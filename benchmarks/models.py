@@ -232,6 +232,8 @@ def torchvision_module(name: str, seed: int = 0) -> Any:
 
     torch.manual_seed(seed)
     model = getattr(torchvision.models, name)(weights=None)
+    if name.startswith("vit_"):  # torchvision zero-initialises the ViT head: every logit would be 0
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
     return model.eval().float()
 
 
