@@ -28,7 +28,7 @@ from ..plan import Plan
 from ..propagation import composite_for, normalised, post
 from ..rules import RuleContext
 from .primitives import GraphTracer
-from .tracer import MARKER, BatchDependent, Traced, TraceError, tracing_marker, weight_key
+from .tracer import MARKER, BatchDependent, Traced, TraceError, weight_key
 
 MIN_OPSET = 17  # Shape(start, end), ScatterElements(reduction="add"), Reduce* with axes
 TARGET = "target"
@@ -94,7 +94,9 @@ def compile_explanation(
     from ..inputs import needs_plan
 
     if needs_plan(proto):
-        return _compile_tokens(proto, m, k, predicted, shape, batch, output, relu, verify, input, options)
+        from .tokens import compile_tokens
+
+        return compile_tokens(proto, m, k, predicted, shape, batch, output, relu, verify, input, options)
     proto = _opset_at_least(proto, MIN_OPSET)
     prepared = prepare(proto, output)
     sample = _sample_shape(prepared, shape)
@@ -124,65 +126,6 @@ def compile_explanation(
             raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
                                         "please report this model")
     return compiled
-
-
-def _compile_tokens(proto: onnx.ModelProto, m: Method, k: int, predicted: bool, shape: Any, batch: int | None,
-                    output: str | None, relu: bool, verify: bool, input_name: str | None,
-                    options: dict[str, Any]) -> onnx.ModelProto:
-    """:func:`compile_explanation` for a text model (see :mod:`onnxlrp.compiler.tokens`)."""
-    from .tokens import specialised_for_compile, token_setup, verify_tokens
-
-    proto = _opset_at_least(proto, MIN_OPSET)
-    plan, tokens = token_setup(proto, shape, input_name)
-    src = next(i for i in proto.graph.input if i.name == plan.source)
-    d0 = src.type.tensor_type.shape.dim[0] if src.type.tensor_type.shape.dim else None
-    fixed = int(d0.dim_value) if d0 is not None and d0.HasField("dim_value") else None
-    marker = _token_marker(proto, tokens)
-    n0 = fixed or batch or marker
-
-    def build(n: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
-        prepared, sample = specialised_for_compile(proto, plan, n, tokens, output)
-        opts = check_options(m.name, m.options, options, (1,) + sample)
-        with tracing_marker(marker):
-            return _build(prepared, m, n, n != marker, sample, k, predicted, relu, opts, forward=proto,
-                          per_token=plan.kind == "embedding"), opts
-
-    def fall_back(why: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
-        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({why}); compiled for batch 1 "
-                      "(batch=N fixes another batch size; CompiledExplainer runs larger batches one sample at a "
-                      "time)", RuntimeWarning, stacklevel=4)
-        return build(1)
-
-    try:
-        compiled, opts = build(n0)
-    except _PlanError as exc:
-        if n0 != marker:
-            raise UnsupportedModelError(str(exc)) from None
-        n0 = 1
-        compiled, opts = fall_back(str(exc))
-    if verify and n0 == marker:
-        problem = verify_tokens(compiled, proto, plan, m.name, tokens, None, k, predicted, relu, output, opts)
-        if problem:
-            n0 = 1
-            compiled, opts = fall_back(f"the graph traced for any batch disagrees with the engine: {problem}")
-    if verify and n0 != marker:
-        problem = verify_tokens(compiled, proto, plan, m.name, tokens, n0, k, predicted, relu, output, opts)
-        if problem:
-            raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
-                                        "please report this model")
-    return compiled
-
-
-def _token_marker(proto: onnx.ModelProto, tokens: tuple[int, ...]) -> int:
-    """The marker batch a text model is traced at: a prime small enough that constants built from its masks
-    (``[N, 1, L, L]``) stay small, and no dimension of the model's weights or inputs is a multiple of."""
-    length = max(tokens) if tokens else 1
-    cap = max(31, min(MARKER, (1 << 22) // max(length * length, 1)))
-    dims = {int(d) for t in proto.graph.initializer for d in t.dims if d > 1} | {int(d) for d in tokens if d > 1}
-    for p in range(cap, 10, -1):
-        if all(p % q for q in range(2, int(p ** 0.5) + 1)) and all(d % p for d in dims):
-            return p
-    return MARKER
 
 
 def compile_prepared(prepared: PreparedModel, method: str, sample: tuple[int, ...], targets: int, predicted: bool,

@@ -16,6 +16,7 @@ import onnx
 
 from ..backend import get_backend
 from ..errors import InputError, ModelLoadError
+from ..inputs import InputPlan, check_feeds
 from ..loading import load_model
 from ..options import check_targets
 from ..runtime import make_session, ort_message
@@ -62,6 +63,9 @@ class CompiledExplainer:
             i.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
             for i in ins if i.name != TARGET}
         self.tokens: bool = len(self.inputs) > 1 or self.inputs[self.input_name].kind != "f"
+        self._plan = InputPlan(self.input_name, self.input_name, "embedding" if self.tokens else "float",
+                               [n for n in self.inputs if n != self.input_name], "the compiled graph's inputs",
+                               dict(self.inputs), {i.name: len(i.type.tensor_type.shape.dim) for i in ins})
         self.input_plan = None
         self.prepared = SimpleNamespace(model=proto, softmax_stripped=None)  # what the CLI's helpers read
         self.backend = get_backend(device)
@@ -82,23 +86,9 @@ class CompiledExplainer:
         if not isinstance(x, Mapping):
             raise InputError(f"this compiled graph explains a text model: pass a dict of arrays by input name "
                              f"({', '.join(self.inputs)})")
-        unknown = sorted(set(x) - set(self.inputs))
-        if unknown:
-            raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the graph's inputs are "
-                             f"{', '.join(self.inputs)}")
-        if self.input_name not in x:
-            raise InputError(f"input {self.input_name!r} is required")
-        feed: dict[str, Any] = {}
-        for name, dtype in self.inputs.items():
-            if name in x:
-                arr = np.asarray(x[name])
-                if dtype.kind in "iub" and arr.dtype.kind not in "iub":
-                    raise InputError(f"input {name!r} must hold integers, not {arr.dtype}")
-                feed[name] = np.ascontiguousarray(arr, dtype=dtype)
+        # the Explainer's checks and defaults (a missing mask all ones, another input zeros)
+        feed: dict[str, Any] = dict(check_feeds(self._plan, x))
         ref = feed[self.input_name].shape
-        for name, dtype in self.inputs.items():  # as Explainer: a missing mask is all ones, another input zeros
-            if name not in feed:
-                feed[name] = np.full(ref, 1 if "mask" in name.lower() else 0, dtype=dtype)
         return feed, int(ref[0]) if ref else 0
 
     def _run(self, x: Any, target: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ which compares the graph with the engine on random ids and random padding.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,10 @@ import onnx
 
 from ..errors import InputError, OnnxLrpError, UnsupportedModelError
 from ..inputs import InputPlan, choose_input, graph_inputs, specialise
+from ..methods import Method
+from ..options import check_options
+from .build import HEATMAP, LOGITS, MIN_OPSET, TARGET, _build, _opset_at_least, _PlanError
+from .tracer import MARKER, tracing_marker
 
 TOLERANCE = 1e-4
 
@@ -144,7 +149,7 @@ def verify_tokens(compiled: onnx.ModelProto, original: onnx.ModelProto, plan: In
 
     from ..explainer import Explainer
     from ..propagation import RelevanceWarning
-    from .build import HEATMAP, LOGITS, TARGET
+
 
     rng = np.random.default_rng(0)
     rows = table_rows(original, plan)
@@ -191,4 +196,62 @@ def verify_tokens(compiled: onnx.ModelProto, original: onnx.ModelProto, plan: In
     return ""
 
 
-__all__ = ["check_feeds_random", "default_feeds", "specialised_for_compile", "token_setup", "verify_tokens"]
+def compile_tokens(proto: onnx.ModelProto, m: Method, k: int, predicted: bool, shape: Any, batch: int | None,
+                    output: str | None, relu: bool, verify: bool, input_name: str | None,
+                    options: dict[str, Any]) -> onnx.ModelProto:
+    """:func:`~onnxlrp.compiler.compile_explanation` for a text model (see the module docstring)."""
+    proto = _opset_at_least(proto, MIN_OPSET)
+    plan, tokens = token_setup(proto, shape, input_name)
+    src = next(i for i in proto.graph.input if i.name == plan.source)
+    d0 = src.type.tensor_type.shape.dim[0] if src.type.tensor_type.shape.dim else None
+    fixed = int(d0.dim_value) if d0 is not None and d0.HasField("dim_value") else None
+    marker = token_marker(proto, tokens)
+    n0 = fixed or batch or marker
+
+    def build(n: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        prepared, sample = specialised_for_compile(proto, plan, n, tokens, output)
+        opts = check_options(m.name, m.options, options, (1,) + sample)
+        with tracing_marker(marker):
+            return _build(prepared, m, n, n != marker, sample, k, predicted, relu, opts, forward=proto,
+                          per_token=plan.kind == "embedding"), opts
+
+    def fall_back(why: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({why}); compiled for batch 1 "
+                      "(batch=N fixes another batch size; CompiledExplainer runs larger batches one sample at a "
+                      "time)", RuntimeWarning, stacklevel=4)
+        return build(1)
+
+    try:
+        compiled, opts = build(n0)
+    except _PlanError as exc:
+        if n0 != marker:
+            raise UnsupportedModelError(str(exc)) from None
+        n0 = 1
+        compiled, opts = fall_back(str(exc))
+    if verify and n0 == marker:
+        problem = verify_tokens(compiled, proto, plan, m.name, tokens, None, k, predicted, relu, output, opts)
+        if problem:
+            n0 = 1
+            compiled, opts = fall_back(f"the graph traced for any batch disagrees with the engine: {problem}")
+    if verify and n0 != marker:
+        problem = verify_tokens(compiled, proto, plan, m.name, tokens, n0, k, predicted, relu, output, opts)
+        if problem:
+            raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
+                                        "please report this model")
+    return compiled
+
+
+def token_marker(proto: onnx.ModelProto, tokens: tuple[int, ...]) -> int:
+    """The marker batch a text model is traced at: a prime small enough that constants built from its masks
+    (``[N, 1, L, L]``) stay small, and no dimension of the model's weights or inputs is a multiple of."""
+    length = max(tokens) if tokens else 1
+    cap = max(31, min(MARKER, (1 << 22) // max(length * length, 1)))
+    dims = {int(d) for t in proto.graph.initializer for d in t.dims if d > 1} | {int(d) for d in tokens if d > 1}
+    for p in range(cap, 10, -1):
+        if all(p % q for q in range(2, int(p ** 0.5) + 1)) and all(d % p for d in dims):
+            return p
+    return MARKER
+
+
+__all__ = ["check_feeds_random", "compile_tokens", "default_feeds", "specialised_for_compile", "token_marker",
+           "token_setup", "verify_tokens"]
