@@ -143,6 +143,9 @@ def test_refusals_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     f = feeds(2, 5, 20, rng)
     _, heat = run(compiled, f, np.array([0, 2]))
     assert heat.shape == (2, 5)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "text model's graph: feed it input_ids, attention_mask" in capsys.readouterr().out
     assert main(["compile", str(src), "-m", "lrp_epsilon", "-o", str(out)]) != 0
     assert "token" in capsys.readouterr().err
 

@@ -84,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
                 else f"{ex.k} classes per sample ('target' [N, {ex.k}])")
             print(f"compiled explanation graph: method {ex.method!r}, options {meta.get('onnxlrp.options', '{}')}, "
                   f"explains {what}; written by onnxlrp {meta.get('onnxlrp.version', '?')}")
-            print(f"run it with any ONNX runtime (outputs logits, heatmap) or with `{PROG} explain {args.model} IMAGE`")
+            if getattr(ex, "tokens", False):
+                print(f"a text model's graph: feed it {', '.join(ex.inputs)} and 'target' in any ONNX runtime, or "
+                      "use onnxlrp.compiler.CompiledExplainer from Python")
+            else:
+                print(f"run it with any ONNX runtime (outputs logits, heatmap) or with `{PROG} explain {args.model} "
+                      "IMAGE`")
             return 0
         shape = None
         if ex.input_plan is not None:
