@@ -129,3 +129,31 @@ def test_shape_fallback_is_not_run_on_a_giant_input(tmp_path: Path, monkeypatch:
     monkeypatch.setattr("onnxlrp.memory.available_memory", lambda: 10_000)
     with pytest.raises(InputError, match="shape inference left .* running the model once"):
         ex.explain(np.zeros((5,) + arch.shape, np.float32), target=0, method="lrp")
+
+
+def test_prepare_holds_the_weights_once() -> None:
+    """prepare() moves large weights into arrays while copying the model: the prepared model does not keep a
+    second copy of them in its protobuf (copying the model whole first did: VGG16's Explainer held 1.7 GB at
+    init for 553 MB of weights, now 0.57 GB)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxlrp.graph import prepare
+
+    w = np.random.default_rng(0).standard_normal((4096, 6400)).astype(np.float32)  # 105 MB
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "big",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4096])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6400])],
+                          [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    del w
+    gc.collect()
+    before = _rss()
+    prepared = prepare(model)
+    del model
+    gc.collect()
+    grown = _rss() - before
+    assert isinstance(prepared.weights["W"], np.ndarray) and prepared.weights["W"].nbytes == 4096 * 6400 * 4
+    assert not any(t.raw_data for t in prepared.model.graph.initializer)
+    assert onnx.TensorProto.EXTERNAL == prepared.model.graph.initializer[0].data_location
+    assert grown < 0.5 * prepared.weights["W"].nbytes, grown  # the model's copy was freed, only the array is left

@@ -133,7 +133,7 @@ def compile_prepared(prepared: PreparedModel, method: str, sample: tuple[int, ..
     """Compile for a model :func:`~onnxlrp.graph.prepare` already checked (the Explainer's fast path): for batch
     ``batch`` (the model's own fixed batch wins; None: dynamic), no verification, options already validated. The
     model's large weights stay in-memory stubs: run it with ``make_session(proto, ..., weights=prepared.weights)``
-    (no copy of them)."""
+    (the proto does not carry them)."""
     m = _method(method)
     if opset_of(prepared.model) < MIN_OPSET:
         raise UnsupportedModelError(f"opset {opset_of(prepared.model)} < {MIN_OPSET}")
@@ -415,7 +415,7 @@ def _assemble(prepared: PreparedModel, plan: Plan, tr: GraphTracer, heat: Traced
             g.input.append(helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type, [batch_dim] + [
                 d if d is not None else (sample[j] if j < len(sample) else None) for j, d in enumerate(dims[1:])]))
         sample = tuple(heat.shape[1 if k == 1 else 2:])
-    elif attach:  # else the weights stay stubs, fed from prepared.weights by make_session (no copy)
+    elif attach:  # else the weights stay stubs, fed from prepared.weights by make_session
         for i, t in enumerate(g.initializer):
             if t.name in prepared.weights and t.data_location == onnx.TensorProto.EXTERNAL:
                 g.initializer[i].CopyFrom(numpy_helper.from_array(prepared.weights[t.name], t.name))
