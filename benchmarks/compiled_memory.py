@@ -8,6 +8,7 @@ graph is measured in a default session and with ``session.disable_prepacking`` (
 of compiled graphs use: onnxruntime otherwise packs the classifier weight once per reading node). The compiled
 graph is written to a temporary file first (by another subprocess), so that compiling does not count.
 Models are those of ``benchmarks/models.py`` (cached random-weight torchvision exports, the shipped model).
+``--explainer`` measures ``onnxlrp.Explainer`` instead: at init, after one explain (its compiled fast path), peak.
 """
 
 from __future__ import annotations
@@ -52,6 +53,39 @@ def measure(path: str, compiled: bool, prepack: bool = True) -> dict[str, float]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+EXPLAINER = r"""
+import json, resource, sys
+import numpy as np
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
+import onnxlrp
+path, method = sys.argv[1], sys.argv[2]
+base = rss()
+ex = onnxlrp.Explainer(path, device="cpu", threads=2)
+init = rss() - base
+shape = [d or 1 for d in ex.input_shape]
+ex.explain(np.random.default_rng(0).standard_normal(shape).astype(np.float32), 0, method)
+print(json.dumps({"init_mb": init, "after_mb": rss() - base,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3 - base}))
+"""
+
+
+def explainer_memory(names: list[str], methods: list[str]) -> None:
+    """The Explainer itself (the default fast path): RSS growth at init, after one explain, and the peak."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import models as bench_models  # noqa: E402 - benchmarks/models.py
+
+    print("| model | method | Explainer() MB | after one explain MB | peak MB |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in names:
+        spec = bench_models.get_model(name)
+        for method in methods:
+            out = subprocess.run([sys.executable, "-c", EXPLAINER, str(spec.path), method], capture_output=True,
+                                 text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| {name} | {method} | {r['init_mb']:.0f} | {r['after_mb']:.0f} | {r['peak_mb']:.0f} |", flush=True)
+
+
 def main() -> None:
     """Print a markdown table: model, method, ORT session MB, compiled MB, ratio."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,9 +94,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append")
     ap.add_argument("--method", action="append")
+    ap.add_argument("--explainer", action="store_true", help="measure onnxlrp.Explainer (init, one explain) instead")
     args = ap.parse_args()
     names = args.model or ["vgg16", "resnet50", "efficientnet_lite0"]
     methods = args.method or ["lrp_epsilon", "epsilon_plus_flat"]
+    if args.explainer:
+        explainer_memory(names, methods)
+        return
     print("| model | method | ORT session MB | compiled MB | ratio | compiled, no prepacking MB | ratio | "
           "ORT peak MB | compiled peak MB (no prepacking) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
