@@ -1,5 +1,8 @@
 """The compiled explanation graph (onnxlrp.compiler) against the engine, and the tracer itself.
 
+The reference is always the layer-by-layer engine (``kernels="engine"``): the Explainer's default runs these
+methods through compiled graphs itself, and a compiled graph must not be its own reference.
+
 Tolerance: max |compiled − engine| / max |engine| ≤ 1e-5. Where that fails, the difference must be a
 float32 tie, proven by running the engine's backward on the compiled graph's own forward tensors
 (``same_forward_error`` ≤ 1e-5): onnxruntime fuses a convolution with its activation only when the
@@ -32,7 +35,7 @@ TOL = 1e-5
 def assert_faithful(model, method, x, tg, **opts) -> float:
     """Compile, run at the batch of ``x`` and compare with the engine (ties proven, see the module docstring)."""
     cm = compile_explanation(model, method, verify=False, **opts)
-    ex = Explainer(model, device="cpu")
+    ex = Explainer(model, device="cpu", kernels="engine")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ref = ex.explain(x, tg, method, **opts)
@@ -60,7 +63,7 @@ def test_generated_archs_all_methods(name: str) -> None:
     model = arch.model.SerializeToString()
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3,) + arch.shape).astype(np.float32)
-    c = Explainer(model, device="cpu").predict(x[:1]).shape[1]
+    c = Explainer(model, device="cpu", kernels="engine").predict(x[:1]).shape[1]
     tg = rng.integers(0, c, 3)
     for method in compilable_methods():
         if METHODS[method].family != "cam":  # Grad-CAM: on the image fixtures below
@@ -88,7 +91,7 @@ FIXTURE_METHODS = {
 def test_exported_fixtures(fixture: str) -> None:
     """Models exported by PyTorch's two exporters (CNNs, ViT, Swin, norms, video, decoder)."""
     path = str(FIX / fixture)
-    ex = Explainer(path, device="cpu")
+    ex = Explainer(path, device="cpu", kernels="engine")
     sample = tuple(d if d is not None else 8 for d in ex.input_shape[1:])
     rng = np.random.default_rng(3)
     n = ex.fixed_batch or 2
@@ -102,7 +105,7 @@ def test_exported_fixtures(fixture: str) -> None:
 def test_shipped_model_dynamic_batch_and_targets() -> None:
     """EfficientNet-Lite0: one compile serves batches 1 and 4; K targets per sample; the predicted class."""
     path = str(SHIPPED)
-    ex = Explainer(path, device="cpu")
+    ex = Explainer(path, device="cpu", kernels="engine")
     rng = np.random.default_rng(0)
     cm = compile_explanation(path, "epsilon_plus_flat", verify=False)
     for n in (1, 4):
@@ -141,7 +144,7 @@ def test_checker_metadata_and_options() -> None:
     x = rng.uniform(-1.5, 2.0, (2,) + arch.shape).astype(np.float32)
     tg = np.array([0, 1])
     _, heat = run_compiled(cm, x, tg)
-    ref = Explainer(m.SerializeToString(), device="cpu").explain(x, tg, "sglrp", low=-1.5, high=2.0, relu=True)
+    ref = Explainer(m.SerializeToString(), device="cpu", kernels="engine").explain(x, tg, "sglrp", low=-1.5, high=2.0, relu=True)
     assert heat.min() >= 0 and H.rel_err(heat, ref) <= TOL
 
 
@@ -173,7 +176,7 @@ def test_cli_compile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert [i.name for i in s.get_outputs()] == ["logits", "heatmap"]
     x = np.random.default_rng(0).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)
     logits, heat = s.run(None, {"input": x, "target": np.array([1, 2], np.int64)})
-    ref = Explainer(str(FIX / "vgg.onnx"), device="cpu").explain(x, [1, 2], "lrp", low=-2.0, high=2.0)
+    ref = Explainer(str(FIX / "vgg.onnx"), device="cpu", kernels="engine").explain(x, [1, 2], "lrp", low=-2.0, high=2.0)
     assert H.rel_err(heat, ref) <= TOL
     assert main(["compile", str(FIX / "vgg.onnx"), "-m", "smoothgrad", "-o", str(out)]) == 1
     assert "cannot be compiled" in capsys.readouterr().err
@@ -206,7 +209,7 @@ def test_compiled_explainer_and_cli_use(tmp_path: Path, capsys: pytest.CaptureFi
     src = str(FIX / "resnet.onnx")
     out = tmp_path / "resnet.eps.onnx"
     out.write_bytes(compile_explanation(src, "lrp_epsilon").SerializeToString())
-    ce, ex = CompiledExplainer(str(out)), Explainer(src, device="cpu")
+    ce, ex = CompiledExplainer(str(out)), Explainer(src, device="cpu", kernels="engine")
     x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(ce.predict(x), ex.predict(x), rtol=1e-5, atol=1e-5)
     assert H.rel_err(ce.explain(x, None), ex.explain(x, None, "lrp_epsilon")) <= TOL
