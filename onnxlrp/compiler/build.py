@@ -103,29 +103,39 @@ def compile_explanation(
     opts = check_options(m.name, m.options, options, (1,) + sample)
     fixed = prepared.input_dims[0] if prepared.input_dims else None
     n0 = fixed or batch or MARKER
+    # built with the weights as in-memory stubs: the check below feeds them from prepared.weights (no serialised
+    # copy), and they are written into the graph only once it passed
     try:
-        compiled = _build(prepared, m, n0, n0 != MARKER, sample, k, predicted, relu, opts)
+        compiled = _build(prepared, m, n0, n0 != MARKER, sample, k, predicted, relu, opts, attach=False)
     except _PlanError as exc:
         if n0 != MARKER:
             raise UnsupportedModelError(str(exc)) from None
         warnings.warn(f"{m.name}: the batch axis could not be kept dynamic ({exc}); compiled for batch 1",
                       RuntimeWarning, stacklevel=2)
         n0 = 1
-        compiled = _build(prepared, m, 1, True, sample, k, predicted, relu, opts)
+        compiled = _build(prepared, m, 1, True, sample, k, predicted, relu, opts, attach=False)
     if verify:
         from .verify import verify_compiled
 
-        problem = verify_compiled(compiled, proto, m.name, sample, n0 if n0 != MARKER else None, k, predicted,
-                                  relu, output, opts)
+        problem = verify_compiled(compiled, prepared, m.name, sample, n0 if n0 != MARKER else None, k, predicted,
+                                  relu, opts)
         if problem and n0 == MARKER:
             warnings.warn(f"{m.name}: the graph compiled with a dynamic batch disagrees with the engine "
                           f"({problem}); compiled for batch 1 instead", RuntimeWarning, stacklevel=2)
-            compiled = _build(prepared, m, 1, True, sample, k, predicted, relu, opts)
-            problem = verify_compiled(compiled, proto, m.name, sample, 1, k, predicted, relu, output, opts)
+            compiled = _build(prepared, m, 1, True, sample, k, predicted, relu, opts, attach=False)
+            problem = verify_compiled(compiled, prepared, m.name, sample, 1, k, predicted, relu, opts)
         if problem:
             raise UnsupportedModelError(f"{m.name}: the compiled graph disagrees with the engine ({problem}); "
                                         "please report this model")
+    attach_weights(compiled, prepared.weights)
     return compiled
+
+
+def attach_weights(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> None:
+    """Write the data of ``model``'s in-memory stub initializers (see :func:`onnxlrp.graph.detach_weights`) into it."""
+    for i, t in enumerate(model.graph.initializer):
+        if t.name in weights and t.data_location == onnx.TensorProto.EXTERNAL:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(weights[t.name], t.name))
 
 
 def compile_prepared(prepared: PreparedModel, method: str, sample: tuple[int, ...], targets: int, predicted: bool,
@@ -416,9 +426,7 @@ def _assemble(prepared: PreparedModel, plan: Plan, tr: GraphTracer, heat: Traced
                 d if d is not None else (sample[j] if j < len(sample) else None) for j, d in enumerate(dims[1:])]))
         sample = tuple(heat.shape[1 if k == 1 else 2:])
     elif attach:  # else the weights stay stubs, fed from prepared.weights by make_session
-        for i, t in enumerate(g.initializer):
-            if t.name in prepared.weights and t.data_location == onnx.TensorProto.EXTERNAL:
-                g.initializer[i].CopyFrom(numpy_helper.from_array(prepared.weights[t.name], t.name))
+        attach_weights(model, prepared.weights)
     g.node.extend(tr.nodes)
     g.initializer.extend(tr.initializers.values())
     if forward is None:

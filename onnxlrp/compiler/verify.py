@@ -12,17 +12,25 @@ from .build import HEATMAP, LOGITS, TARGET
 TOLERANCE = 1e-4  # max |diff| / max |engine| allowed at compile time (the tests hold 1e-5 on their fixtures)
 
 
-def run_compiled(compiled: onnx.ModelProto | str, x: np.ndarray, target: np.ndarray | None = None,
-                 threads: int | None = None, providers: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Run a compiled graph in a plain onnxruntime session; returns ``(logits, heatmap)``."""
+def compiled_session(compiled: onnx.ModelProto | str, threads: int | None = None,
+                     providers: list[str] | None = None) -> Any:
+    """A plain onnxruntime session of a compiled graph (no weight prepacking: see docs/compile.md)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.add_session_config_entry("session.disable_prepacking", "1")
     if threads:
         so.intra_op_num_threads = threads
     src = compiled if isinstance(compiled, str) else compiled.SerializeToString()
-    sess = ort.InferenceSession(src, so, providers=providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(src, so, providers=providers or ["CPUExecutionProvider"])
+
+
+def run_compiled(compiled: Any, x: np.ndarray, target: np.ndarray | None = None,
+                 threads: int | None = None, providers: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run a compiled graph (a ModelProto, a path, or a session of :func:`compiled_session`) in a plain onnxruntime
+    session; returns ``(logits, heatmap)``."""
+    sess = compiled if hasattr(compiled, "run") else compiled_session(compiled, threads, providers)
     feed = {sess.get_inputs()[0].name: x}
     if target is not None:
         feed[TARGET] = target
@@ -30,10 +38,12 @@ def run_compiled(compiled: onnx.ModelProto | str, x: np.ndarray, target: np.ndar
     return logits, heat
 
 
-def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method: str, sample: tuple[int, ...],
-                    fixed: int | None, k: int, predicted: bool, relu: bool, output: str | None,
-                    opts: dict[str, Any]) -> str:
-    """Compare the compiled graph with ``Explainer.explain`` at two batch sizes; '' when they agree."""
+def verify_compiled(compiled: onnx.ModelProto, prepared: Any, method: str, sample: tuple[int, ...],
+                    fixed: int | None, k: int, predicted: bool, relu: bool, opts: dict[str, Any]) -> str:
+    """Compare the compiled graph with the engine's ``Explainer.explain`` at two batch sizes; '' when they agree.
+
+    ``prepared`` is the model the graph was compiled from (:func:`onnxlrp.graph.prepare`); the graph's weights
+    may be its in-memory stubs, fed from ``prepared.weights``."""
     import warnings
 
     from ..errors import OnnxLrpError
@@ -42,7 +52,14 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
     from ..propagation import RelevanceWarning
 
     rng = np.random.default_rng(0)
-    ex = Explainer(original, device="cpu", output=output, kernels="engine")  # not the compiled fast path
+    from ..runtime import make_session
+
+    # the reference: the layer-by-layer engine (not the compiled fast path), on the same prepared model
+    ex = Explainer(prepared.model, device="cpu", kernels="engine", _prepared=prepared)
+    try:
+        sess = make_session(compiled, None, None, prepared.weights, prepack=False)
+    except OnnxLrpError as exc:
+        return str(exc)
     for n in ([fixed] if fixed else [1, 3]):
         x = rng.standard_normal((n,) + sample).astype(np.float32)
         try:
@@ -66,7 +83,7 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
                 return f"the engine could not explain the check input: {exc}"
         unstable = any(issubclass(w.category, RelevanceWarning) for w in caught)
         try:
-            logits, heat = run_compiled(compiled, x, tg)
+            logits, heat = run_compiled(sess, x, tg)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
             return f"onnxruntime could not run it at batch {n}: {str(exc)[:300]}"
         err = float(np.max(np.abs(heat - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
@@ -81,7 +98,7 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 same = same_forward_error(compiled, ex, x, tg, method, {
-                    key: v for key, v in options.items()})
+                    key: v for key, v in options.items()}, weights=prepared.weights)
             if same <= TOLERANCE:  # a float32 tie: the two forwards rounded a ReLU/max-pool decision differently
                 continue
             return f"batch {n}: heatmap relative error {err:.3g} ({same:.3g} on the same forward tensors)"
@@ -90,7 +107,7 @@ def verify_compiled(compiled: onnx.ModelProto, original: onnx.ModelProto, method
 
 
 def same_forward_error(compiled: onnx.ModelProto, explainer: Any, x: np.ndarray, target: np.ndarray, method: str,
-                       opts: dict[str, Any] | None = None) -> float:
+                       opts: dict[str, Any] | None = None, weights: dict[str, np.ndarray] | None = None) -> float:
     """The engine's backward run on the *compiled graph's own* forward tensors, against the compiled heatmap.
 
     A compiled graph and the engine may round a fused forward differently (onnxruntime fuses a
@@ -110,11 +127,9 @@ def same_forward_error(compiled: onnx.ModelProto, explainer: Any, x: np.ndarray,
     for t in names:
         if t not in known:
             m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    import onnxruntime as ort
+    from ..runtime import make_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = make_session(m, None, None, weights, prepack=False)  # ``weights``: the data of in-memory stubs
     outs = sess.run([HEATMAP, *names], {sess.get_inputs()[0].name: x, TARGET: target.astype(np.int64)})
     heat = outs[0]
     acts = dict(zip(names, outs[1:], strict=True))
