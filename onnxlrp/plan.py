@@ -122,6 +122,7 @@ class Plan:
         k = start.shape[0]
         if ctx.vanishing is None:
             ctx.vanishing = self.vanishing_below_zero(rule_for)
+            ctx.relu_of = {z: acts[a] for z, a in self.relu_readers(ctx.vanishing).items() if a in acts}
         rel: dict[str, Array] = {g.output_name: start.reshape((k,) + tuple(g.output_shape))}
         target = stop_at or g.input_name
         for layer in reversed(g.layers):
@@ -216,6 +217,24 @@ class Plan:
                     relu_like(c) and isinstance(rule_of(c), Pass) and zero_at_zero(c.outputs[0]) for c in readers):
                 out.add(z)
         return frozenset(out)
+
+
+    def relu_readers(self, names: frozenset[str]) -> dict[str, str]:
+        """For each tensor of ``names`` read by a plain ReLU (``Relu``, or ``Clip`` from 0 without an upper
+        bound): that ReLU's output."""
+        from .ops.elementwise import ActivationLayer
+
+        out = {}
+        for z, readers in self.graph.consumers().items():
+            if z not in names:
+                continue
+            for c in readers:
+                if type(c) is ActivationLayer and (c.op_type == "Relu" or (
+                        c.op_type == "Clip" and tuple(getattr(c, "bounds", (None, 0)))[:1] == (0,)
+                        and getattr(c, "bounds", (0, 0))[1] is None)):
+                    out[z] = c.outputs[0]
+                    break
+        return out
 
 
 def plan_summary(plan: Plan, rule_for: Callable[[Layer], Any] | None = None) -> list[dict[str, str]]:

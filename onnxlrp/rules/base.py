@@ -25,6 +25,9 @@ class RuleContext:
     # layer outputs whose relevance is exactly 0 wherever the output is negative (Plan.vanishing_below_zero): there
     # an ε denominator's sign does not matter, and |z| + ε replaces z + sign(z)·ε
     vanishing: frozenset[str] | None = None
+    # of those, the ones read by a plain ReLU: the ReLU's output (``max(z, 0)``, which the next layer reads anyway)
+    # stands in for ``|z|``, so the graph need not keep ``z`` and onnxruntime fuses the convolution with its ReLU
+    relu_of: dict[str, Array] = field(default_factory=dict)
 
 
 class Rule:

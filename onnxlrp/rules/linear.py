@@ -121,7 +121,8 @@ class LinearRule(Rule):
         """``g / stab(z)``, with the sign test of ε's stabiliser left out where it cannot matter (same numbers):
         a denominator that is a sum of non-negative products (``W⁺x⁺ + W⁻x⁻ + b⁺``: Z⁺, Alpha-Beta's α
         group) is never negative, so ``z + ε``; the plain ``Wx + b`` of a layer whose output relevance is 0
-        wherever ``z < 0`` (:attr:`RuleContext.vanishing`) gives 0 there whatever the sign, so ``|z| + ε``."""
+        wherever ``z < 0`` (:attr:`RuleContext.vanishing`) gives 0 there whatever the sign, so ``|z| + ε`` — or
+        ``max(z, 0) + ε`` from the ReLU that reads ``z`` (:attr:`RuleContext.relu_of`)."""
         stab = group.stab
         if not isinstance(stab, SignEpsilon) or xp.__name__ == "cupy":  # CuPy: one fused kernel anyway
             return stab.divide(xp, g, z)
@@ -130,7 +131,8 @@ class LinearRule(Rule):
             return g / (z + eps)
         if ctx.vanishing is not None and layer.outputs[0] in ctx.vanishing and group.mask is None \
                 and len(terms) == 1 and terms[0] == Term("x", "id") and group.bias == "id":
-            return g / (xp.abs(z) + eps)
+            relu = ctx.relu_of.get(layer.outputs[0])  # max(z, 0): z where z ≥ 0, and the rest gets 0 anyway
+            return g / ((xp.abs(z) if relu is None else relu) + eps)
         return stab.divide(xp, g, z)
 
     def _denominator(
