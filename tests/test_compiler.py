@@ -144,7 +144,8 @@ def test_checker_metadata_and_options() -> None:
     x = rng.uniform(-1.5, 2.0, (2,) + arch.shape).astype(np.float32)
     tg = np.array([0, 1])
     _, heat = run_compiled(cm, x, tg)
-    ref = Explainer(m.SerializeToString(), device="cpu", kernels="engine").explain(x, tg, "sglrp", low=-1.5, high=2.0, relu=True)
+    ref = Explainer(m.SerializeToString(), device="cpu", kernels="engine").explain(x, tg, "sglrp", low=-1.5, high=2.0,
+                                                                                  relu=True)
     assert heat.min() >= 0 and H.rel_err(heat, ref) <= TOL
 
 
