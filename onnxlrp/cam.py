@@ -137,17 +137,18 @@ def _patch_size(cells: int, length: int, up: bool) -> set[int]:
 
 
 def gradcam(engine: Engine, original_outputs: set[str], x: np.ndarray, tg: np.ndarray, layer: str | None,
-            guided: bool) -> Array:
+            guided: bool, acts: dict[str, Array] | None = None) -> Array:
     """Grad-CAM heatmaps ``(T,) + x.shape`` on tensor ``layer`` (default: see the module docstring).
 
     ``original_outputs`` are the tensor names of the model as exported (to tell a user that a
-    tensor they named was fused away).
+    tensor they named was fused away). ``acts`` reuses forward tensors already computed on ``x``
+    (the compiler's same-forward check feeds the compiled graph's own).
     """
     plan = engine.plan_for(x.shape)
     xp = engine.backend.xp
     in_spatial = input_spatial(plan, x.shape)
     if layer is None:
-        name, grid, grad, acts = _default_map(engine, plan, x, tg, in_spatial)
+        name, grid, grad, acts = _default_map(engine, plan, x, tg, in_spatial, acts)
     else:
         name = cam_layer(plan, layer, original_outputs)
         grid = read_grid(tuple(plan.graph.shapes[name]), in_spatial)
@@ -156,7 +157,7 @@ def gradcam(engine: Engine, original_outputs: set[str], x: np.ndarray, tg: np.nd
                              f"on a grid for input {list(x.shape)} (a map (N, C, *spatial), a token map (N, T, D) of "
                              "class tokens and a patch grid, or a channels-last (N, H, W, C) map); name another "
                              "tensor with layer=")
-        grad, acts = gradient(engine, x, tg, stop_at=name)
+        grad, acts = gradient(engine, x, tg, stop_at=name, acts=acts)
     ndim = len(plan.graph.shapes[name])
     a = grid.to_channels_first(xp, acts[name], ndim)  # (N, C, *S)
     g = grid.to_channels_first(xp, grad, ndim)  # (T, N, C, *S)
@@ -179,8 +180,8 @@ class _Found(Exception):
         self.grad = grad
 
 
-def _default_map(engine: Engine, plan: Plan, x: np.ndarray, tg: np.ndarray, in_spatial: tuple[int, ...]
-                 ) -> tuple[str, Grid, Array, dict[str, Array]]:
+def _default_map(engine: Engine, plan: Plan, x: np.ndarray, tg: np.ndarray, in_spatial: tuple[int, ...],
+                 acts: dict[str, Array] | None = None) -> tuple[str, Grid, Array, dict[str, Array]]:
     """The default map (the last candidate whose grid gets gradient), its grid, gradient and the activations.
 
     One backward pass: the gradient arriving at each candidate tensor is looked at as the pass
@@ -202,7 +203,8 @@ def _default_map(engine: Engine, plan: Plan, x: np.ndarray, tg: np.ndarray, in_s
                          "a patch grid, or a channels-last (N, H, W, C) map); name a tensor with layer=")
     xp = engine.backend.xp
     shapes = plan.graph.shapes
-    acts = plan.run_forward(x)
+    if acts is None:
+        acts = plan.run_forward(x)
     logits = engine.backend.to_numpy(plan.logits(acts))
     check_logits(logits)
     start = xp.asarray(start_relevance("onehot", logits, tg))

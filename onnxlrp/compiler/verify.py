@@ -48,7 +48,6 @@ def verify_compiled(compiled: onnx.ModelProto, prepared: Any, method: str, sampl
 
     from ..errors import OnnxLrpError
     from ..explainer import Explainer
-    from ..methods import METHODS
     from ..propagation import RelevanceWarning
 
     rng = np.random.default_rng(0)
@@ -94,7 +93,7 @@ def verify_compiled(compiled: onnx.ModelProto, prepared: Any, method: str, sampl
             continue
         if unstable:  # the map's relevance blew up: rounding is amplified without bound, no comparison holds
             continue
-        if k == 1 and not predicted and not relu and METHODS[method].family != "cam":
+        if k == 1 and not predicted and not relu:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 same = same_forward_error(compiled, ex, x, tg, method, {
@@ -134,6 +133,12 @@ def same_forward_error(compiled: onnx.ModelProto, explainer: Any, x: np.ndarray,
     heat = outs[0]
     acts = dict(zip(names, outs[1:], strict=True))
     acts[plan.graph.input_name] = x
-    ref = propagate(explainer._engine, METHODS[method], x, target[None], dict(opts or {}), acts=acts)[0]
+    if METHODS[method].family == "cam":
+        from ..cam import gradcam
+
+        ref = gradcam(explainer._engine, set(), x, target[None], (opts or {}).get("layer"),
+                      method == "guided_gradcam", acts=acts)[0]
+    else:
+        ref = propagate(explainer._engine, METHODS[method], x, target[None], dict(opts or {}), acts=acts)[0]
     d = float(np.abs(heat - ref).max())
     return 0.0 if d == 0 else d / max(float(np.abs(ref).max()), 1e-30)
