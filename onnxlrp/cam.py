@@ -158,17 +158,21 @@ def gradcam(engine: Engine, original_outputs: set[str], x: np.ndarray, tg: np.nd
                              "class tokens and a patch grid, or a channels-last (N, H, W, C) map); name another "
                              "tensor with layer=")
         grad, acts = gradient(engine, x, tg, stop_at=name, acts=acts)
-    ndim = len(plan.graph.shapes[name])
-    a = grid.to_channels_first(xp, acts[name], ndim)  # (N, C, *S)
-    g = grid.to_channels_first(xp, grad, ndim)  # (T, N, C, *S)
-    spatial = tuple(range(3, g.ndim))
-    w = g.mean(axis=spatial, keepdims=True)  # (T, N, C, 1..)
-    cam = (w * a[None]).sum(axis=2)  # (T, N, *S)
+    cam = weighted_map(xp, grid, acts[name], grad, len(plan.graph.shapes[name]))
     heat = resize_to_input(engine, plan, cam, x.shape)
     if guided:
         gb, _ = gradient(engine, x, tg, composite="guided_backprop", acts=acts)
         heat = heat * gb
     return heat
+
+
+def weighted_map(xp: Any, grid: Grid, act: Array, grad: Array, ndim: int) -> Array:
+    """Grad-CAM's map on the grid, ``(T, N, *S)``: the channels of ``act`` weighted by the grid-mean of ``grad``
+    (``(T,)`` + the map's shape), summed over the channels."""
+    a = grid.to_channels_first(xp, act, ndim)  # (N, C, *S)
+    g = grid.to_channels_first(xp, grad, ndim)  # (T, N, C, *S)
+    w = g.mean(axis=tuple(range(3, g.ndim)), keepdims=True)  # (T, N, C, 1..)
+    return (w * a[None]).sum(axis=2)
 
 
 class _Found(Exception):

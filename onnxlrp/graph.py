@@ -65,7 +65,7 @@ class PreparedModel:
     softmax_stripped: str | None  # op type of the removed trailing Softmax/LogSoftmax
     metadata: dict[str, str] = field(default_factory=dict)
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # detached initializer data (stubs in model)
-    # constants that stand for run-time inputs (a text model's masks and ids, see onnxlrp.inputs.side_tensors):
+    # constants that stand for run-time inputs (a text model's masks and ids, see onnxlrp.compiler.tokens):
     # the layer graph records which folded arrays derive from them (Graph.side) for the compiler
     side: frozenset[str] = frozenset()
 
@@ -457,10 +457,9 @@ class Graph:
     tensors: list[str]  # every tensor a layer reads or writes (the forward must expose them)
     opset: int
     canonical: onnx.ModelProto
-    # id() of each folded constant array computed from a run-time input held fixed (PreparedModel.side) → its
-    # tensor name, with the arrays kept alive: the compiler reads those tensors at run time instead of baking them
-    # entries (name, array, fn, raw): ``array`` is ``fn(xp, tensor name)`` (None: the tensor itself, whose folded
-    # value is ``raw``); builders add the arrays they derive from side constants (NodeContext.derive)
+    # folded constants computed from run-time inputs held fixed (PreparedModel.side), by id(), as (tensor name,
+    # array, fn, raw): ``array`` is ``fn(xp, tensor)`` (fn None: the tensor itself, whose folded value is ``raw``);
+    # builders add what they derive from them (NodeContext.derive). The compiler reads those tensors at run time.
     side: dict[int, tuple[str, np.ndarray, Any, np.ndarray]] = field(default_factory=dict)
 
     @property

@@ -121,8 +121,7 @@ class Plan:
         xp = self.backend.xp
         k = start.shape[0]
         if ctx.vanishing is None:
-            ctx.vanishing = self.vanishing_below_zero(rule_for)
-            ctx.relu_of = {z: acts[a] for z, a in self.relu_readers(ctx.vanishing).items() if a in acts}
+            ctx.vanishing = {z: acts.get(a) if a else None for z, a in self.vanishing_below_zero(rule_for).items()}
         rel: dict[str, Array] = {g.output_name: start.reshape((k,) + tuple(g.output_shape))}
         target = stop_at or g.input_name
         for layer in reversed(g.layers):
@@ -144,9 +143,9 @@ class Plan:
             return xp.zeros((k,) + tuple(shape), dtype=xp.float32)
         return out
 
-
-    def vanishing_below_zero(self, rule_for: Callable[[Layer], Any]) -> frozenset[str]:
-        """Outputs of linear layers whose relevance is exactly 0 wherever the output is negative, under these rules.
+    def vanishing_below_zero(self, rule_for: Callable[[Layer], Any]) -> dict[str, str | None]:
+        """Outputs of linear layers whose relevance is exactly 0 wherever the output is negative, under these rules;
+        each mapped to the output of the plain ReLU that reads it (None where none does).
 
         That holds for ``z`` when its only readers are ReLU-like activations (ReLU, ``Clip`` from 0: the
         activation is 0 where ``z < 0``) that pass relevance through, and the relevance of the activation
@@ -156,7 +155,6 @@ class Plan:
         property. Then the ε rule's denominator may ignore the sign of ``z`` (see ``LinearRule._divide``).
         """
         from .ops.elementwise import ActivationLayer
-        from .ops.linear import LinearLayer
         from .ops.pooling import MaxPoolLayer
         from .ops.reindex import (
             ConcatLayer,
@@ -179,11 +177,13 @@ class Plan:
                 rules[id(layer)] = getattr(r, "rule", r)  # the compiler wraps rules (the wrapper names the rule)
             return rules[id(layer)]
 
-        def relu_like(layer: Layer) -> bool:
+        def relu(layer: Layer) -> str:  # "plain": max(z, 0); "capped": a Clip from 0 with an upper bound; ""
             if type(layer) is not ActivationLayer:
-                return False
-            lo = getattr(layer, "bounds", (None, None))[0]
-            return layer.op_type == "Relu" or (layer.op_type == "Clip" and lo is not None and lo == 0)
+                return ""
+            lo, hi = getattr(layer, "bounds", (None, None))
+            if layer.op_type == "Relu" or (layer.op_type == "Clip" and lo == 0 and hi is None):
+                return "plain"
+            return "capped" if layer.op_type == "Clip" and lo == 0 else ""
 
         copies = (ReshapeLayer, TransposeLayer, ConcatLayer, SplitLayer, SliceLayer, ExpandLayer, TileLayer,
                   MaxPoolLayer)
@@ -200,40 +200,20 @@ class Plan:
                     continue
                 if isinstance(c, copies) and isinstance(r, (Gradient, Pass)) and all(map(zero_at_zero, c.outputs)):
                     continue
-                if relu_like(c) and isinstance(r, Pass) and zero_at_zero(c.outputs[0]):
+                if relu(c) and isinstance(r, Pass) and zero_at_zero(c.outputs[0]):
                     continue
                 ok = False
                 break
             memo[t] = ok
             return ok
 
-        out = set()
-        for layer in g.layers:
-            if not isinstance(layer, LinearLayer):
-                continue
+        out: dict[str, str | None] = {}
+        for layer in g.linear_layers:
             z = layer.outputs[0]
             readers = consumers.get(z, [])
             if readers and z != g.output_name and all(
-                    relu_like(c) and isinstance(rule_of(c), Pass) and zero_at_zero(c.outputs[0]) for c in readers):
-                out.add(z)
-        return frozenset(out)
-
-
-    def relu_readers(self, names: frozenset[str]) -> dict[str, str]:
-        """For each tensor of ``names`` read by a plain ReLU (``Relu``, or ``Clip`` from 0 without an upper
-        bound): that ReLU's output."""
-        from .ops.elementwise import ActivationLayer
-
-        out = {}
-        for z, readers in self.graph.consumers().items():
-            if z not in names:
-                continue
-            for c in readers:
-                if type(c) is ActivationLayer and (c.op_type == "Relu" or (
-                        c.op_type == "Clip" and tuple(getattr(c, "bounds", (None, 0)))[:1] == (0,)
-                        and getattr(c, "bounds", (0, 0))[1] is None)):
-                    out[z] = c.outputs[0]
-                    break
+                    relu(c) and isinstance(rule_of(c), Pass) and zero_at_zero(c.outputs[0]) for c in readers):
+                out[z] = next((c.outputs[0] for c in readers if relu(c) == "plain"), None)
         return out
 
 

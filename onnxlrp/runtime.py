@@ -41,13 +41,13 @@ def make_session(model: onnx.ModelProto, backend: Backend | None = None, threads
 
     ``weights`` supplies the data of the model's stub initializers (see
     :func:`onnxlrp.graph.detach_weights`) as external initializers, without a serialised copy (the
-    session keeps the buffers alive; onnxruntime 1.32 still copies them into buffers of its own:
-    VGG16's 553 MB of weights grow a session by about 630 MB). ``basic`` selects the basic optimisation level
-    (standard ONNX ops only) instead of all; ``optimized_path`` writes the optimised model there.
+    session keeps the buffers alive; onnxruntime 1.32 still copies them into buffers of its own).
+    ``basic`` selects the basic optimisation level (standard ONNX ops only) instead of all;
+    ``optimized_path`` writes the optimised model there.
     ``prepack=False`` keeps onnxruntime from pre-packing weights into copies of its own (a compiled
     explanation graph reads the classifier weight twice, forward and transposed, and would hold two
-    packed copies besides the fed buffer: VGG16 ε 1.48 GB → 0.98 GB resident, same speed; see
-    benchmarks/RESULTS.md).
+    packed copies besides the fed buffer: VGG16 ε 1394 → 886 MB resident after a run,
+    ``python benchmarks/compiled_memory.py``).
     """
     ort = onnxruntime()
     so = session_options(threads)

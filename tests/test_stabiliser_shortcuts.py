@@ -40,7 +40,7 @@ def test_shortcuts_change_no_number(path: Path, monkeypatch: pytest.MonkeyPatch)
     got = {m: ex.explain(x, [0, 1], m) for m in methods}
     plan = _plan(ex, shape)
     assert plan.vanishing_below_zero(composite_for(METHODS["lrp_epsilon"], {}).rule_for)  # some layers qualify
-    monkeypatch.setattr(plan_mod.Plan, "vanishing_below_zero", lambda self, rule_for: frozenset())
+    monkeypatch.setattr(plan_mod.Plan, "vanishing_below_zero", lambda self, rule_for: {})
     monkeypatch.setattr(R.linear.LinearRule, "_divide",
                         staticmethod(lambda xp, ctx, layer, group, terms, g, z: group.stab.divide(xp, g, z)))
     for m in methods:
@@ -67,4 +67,4 @@ def test_analysis_says_no_where_it_must() -> None:
     def flat_inside(layer):  # type: ignore[no-untyped-def]
         return flat if isinstance(layer, LinearLayer) else comp.rule_for(layer)
 
-    assert plan.vanishing_below_zero(flat_inside) == frozenset()  # Flat gives relevance to zero inputs
+    assert plan.vanishing_below_zero(flat_inside) == {}  # Flat gives relevance to zero inputs

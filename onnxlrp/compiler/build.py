@@ -346,12 +346,8 @@ def _gradcam(prepared: PreparedModel, plan: Plan, tr: GraphTracer, acts: dict[st
         raise UnsupportedModelError(f"Grad-CAM layer {name!r} does not read as a feature map on a grid")
     start = start_relevance("onehot", logits, tg, xp=tr)
     grad = _backward(plan, acts, start, _M["gradient"].composite(), RuleContext(tr), stop_at=name)  # type: ignore[misc]
-    ndim = len(plan.graph.shapes[name])
-    a = grid.to_channels_first(tr, acts[name], ndim)
-    g = grid.to_channels_first(tr, grad, ndim)
-    w = g.mean(axis=tuple(range(3, g.ndim)), keepdims=True)
     heat = cam.resize_to_input(SimpleNamespace(backend=SimpleNamespace(xp=tr)), plan,  # type: ignore[arg-type]
-                               (w * a[None]).sum(axis=2), x.shape)
+                               cam.weighted_map(tr, grid, acts[name], grad, len(plan.graph.shapes[name])), x.shape)
     if guided:
         gb = _backward(plan, acts, start, _M["guided_backprop"].composite(), RuleContext(tr))  # type: ignore[misc]
         heat = heat * gb

@@ -19,14 +19,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import InputError, OnnxLrpError, UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from ..inputs import InputPlan, choose_input, graph_inputs, specialise
 from ..methods import Method
 from ..options import check_options
 from .build import HEATMAP, LOGITS, MIN_OPSET, TARGET, _build, _opset_at_least, _PlanError
 from .tracer import MARKER, tracing_marker
-
-TOLERANCE = 1e-4
 
 
 def token_setup(proto: onnx.ModelProto, shape: Any, input_name: str | None) -> tuple[InputPlan, tuple[int, ...]]:
@@ -142,40 +140,22 @@ def table_rows(proto: onnx.ModelProto, plan: InputPlan) -> int:
 def verify_tokens(compiled: onnx.ModelProto, original: onnx.ModelProto, plan: InputPlan, method: str,
                   sample: tuple[int, ...], fixed: int | None, k: int, predicted: bool, relu: bool,
                   output: str | None, opts: dict[str, Any]) -> str:
-    """Compare the compiled text graph with ``Explainer.explain`` on random ids and padding; '' when they agree."""
-    import warnings
-
-    import onnxruntime as ort
-
+    """Compare the compiled text graph with the engine's ``Explainer.explain`` on random ids and padding; '' when
+    they agree."""
     from ..explainer import Explainer
-    from ..propagation import RelevanceWarning
-
+    from .verify import TOLERANCE, compiled_session, engine_reference, logits_differ
 
     rng = np.random.default_rng(0)
     rows = table_rows(original, plan)
-    ex = Explainer(original, device="cpu", output=output, input=plan.source if plan.kind == "embedding" else None)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(compiled.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ex = Explainer(original, device="cpu", output=output, kernels="engine",
+                   input=plan.source if plan.kind == "embedding" else None)
+    sess = compiled_session(compiled)
     for i, n in enumerate([fixed, fixed] if fixed else [1, 3]):
         feeds = check_feeds_random(plan, n, sample, rows, rng, original, full_first=i == 0)
-        try:
-            logits_ref = ex.predict(feeds)
-        except OnnxLrpError as exc:
-            return f"the engine could not run: {exc}"
-        c = logits_ref.shape[1]
-        tg = None if predicted else rng.integers(0, c, size=(n,) if k == 1 else (n, k)).astype(np.int64)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                kw = {"relu": relu, "per_token": False, **opts}
-                if predicted or k == 1:
-                    full = ex.explain(feeds, None if predicted else tg, method, **kw)
-                else:
-                    full = np.stack([ex.explain(feeds, tg[:, j], method, **kw) for j in range(k)])
-            except OnnxLrpError as exc:
-                return f"the engine could not explain the check input: {exc}"
-        unstable = any(issubclass(w.category, RelevanceWarning) for w in caught)
+        engine = engine_reference(ex, feeds, method, rng, n, k, predicted, relu=relu, per_token=False, **opts)
+        if isinstance(engine, str):
+            return engine
+        logits_ref, tg, full, unstable = engine
         run_feeds = {i.name: feeds[i.name] for i in sess.get_inputs() if i.name in feeds}
         if tg is not None:
             run_feeds[TARGET] = tg
@@ -183,9 +163,9 @@ def verify_tokens(compiled: onnx.ModelProto, original: onnx.ModelProto, plan: In
             logits, heat = sess.run([LOGITS, HEATMAP], run_feeds)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
             return f"onnxruntime could not run it at batch {n}: {str(exc)[:300]}"
-        lerr = float(np.max(np.abs(logits - logits_ref)))
-        if lerr > 1e-3 * max(1.0, float(np.abs(logits_ref).max())):
-            return f"batch {n}: logits differ by {lerr:.3g}"
+        problem = logits_differ(logits, logits_ref, n)
+        if problem:
+            return problem
         # per token, the sum over the embedding axis cancels (a LayerNorm's gradient sums to 0 over it): the
         # error is relative to the largest Σ|R| of a token, the size of what was summed
         ref = full.sum(axis=-1) if plan.kind == "embedding" else full

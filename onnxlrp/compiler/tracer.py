@@ -40,11 +40,6 @@ MARKER = 8191  # the batch size tracing runs at: no real dimension is a multiple
 _marker = [MARKER]  # the marker of the trace in progress (see tracing_marker)
 
 
-def current_marker() -> int:
-    """The marker batch size of the trace in progress (:data:`MARKER` unless :func:`tracing_marker` set another)."""
-    return _marker[0]
-
-
 @contextlib.contextmanager
 def tracing_marker(marker: int) -> Iterator[None]:
     """Trace with another marker batch size: a prime no dimension of the model is a multiple of (text models

@@ -38,6 +38,40 @@ def run_compiled(compiled: Any, x: np.ndarray, target: np.ndarray | None = None,
     return logits, heat
 
 
+def engine_reference(ex: Any, x: Any, method: str, rng: np.random.Generator, n: int, k: int, predicted: bool,
+                     **kw: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool] | str:
+    """The engine's side of a check on input ``x`` (an array, or a text model's dict of inputs) of ``n`` samples:
+    ``(logits, targets, heatmaps, unstable)`` with random targets (``[N]``, ``[N, K]``, or None for the
+    predicted class) and the RelevanceWarning flag; or a message saying why the engine could not."""
+    import warnings
+
+    from ..errors import OnnxLrpError
+    from ..propagation import RelevanceWarning
+
+    try:
+        logits = ex.predict(x)
+    except OnnxLrpError as exc:
+        return f"the engine could not run: {exc}"
+    c = logits.shape[1]
+    tg = None if predicted else rng.integers(0, c, size=(n,) if k == 1 else (n, k)).astype(np.int64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if predicted or k == 1:
+                ref = ex.explain(x, None if predicted else tg, method, **kw)
+            else:  # one call per target column: the engine's targets= takes the same classes for every sample
+                ref = np.stack([ex.explain(x, tg[:, j], method, **kw) for j in range(k)])
+        except OnnxLrpError as exc:
+            return f"the engine could not explain the check input: {exc}"
+    return logits, tg, ref, any(issubclass(w.category, RelevanceWarning) for w in caught)
+
+
+def logits_differ(logits: np.ndarray, ref: np.ndarray, n: int) -> str:
+    """A message when the compiled graph's logits are not the model's (beyond 1e-3 of their scale), else ''."""
+    err = float(np.max(np.abs(logits.reshape(n, -1) - ref.reshape(n, -1))))
+    return f"batch {n}: logits differ by {err:.3g}" if err > 1e-3 * max(1.0, float(np.abs(ref).max())) else ""
+
+
 def verify_compiled(compiled: onnx.ModelProto, prepared: Any, method: str, sample: tuple[int, ...],
                     fixed: int | None, k: int, predicted: bool, relu: bool, opts: dict[str, Any]) -> str:
     """Compare the compiled graph with the engine's ``Explainer.explain`` at two batch sizes; '' when they agree.
@@ -48,11 +82,9 @@ def verify_compiled(compiled: onnx.ModelProto, prepared: Any, method: str, sampl
 
     from ..errors import OnnxLrpError
     from ..explainer import Explainer
-    from ..propagation import RelevanceWarning
-
-    rng = np.random.default_rng(0)
     from ..runtime import make_session
 
+    rng = np.random.default_rng(0)
     # the reference: the layer-by-layer engine (not the compiled fast path), on the same prepared model
     ex = Explainer(prepared.model, device="cpu", kernels="engine", _prepared=prepared)
     try:
@@ -61,34 +93,22 @@ def verify_compiled(compiled: onnx.ModelProto, prepared: Any, method: str, sampl
         return str(exc)
     for n in ([fixed] if fixed else [1, 3]):
         x = rng.standard_normal((n,) + sample).astype(np.float32)
-        try:
-            logits_ref = ex.predict(x)
-        except OnnxLrpError as exc:
-            return f"the engine could not run: {exc}"
-        c = logits_ref.shape[1]
-        tg = None if predicted else rng.integers(0, c, size=(n,) if k == 1 else (n, k)).astype(np.int64)
         options = dict(opts)
         for key in ("low", "high"):
             if key in options:
                 options[key] = np.broadcast_to(options[key][:1], x.shape)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                if predicted or k == 1:
-                    ref = ex.explain(x, None if predicted else tg, method, relu=relu, **options)
-                else:  # one call per target column: the engine's targets= takes the same classes for every sample
-                    ref = np.stack([ex.explain(x, tg[:, j], method, relu=relu, **options) for j in range(k)])
-            except OnnxLrpError as exc:
-                return f"the engine could not explain the check input: {exc}"
-        unstable = any(issubclass(w.category, RelevanceWarning) for w in caught)
+        engine = engine_reference(ex, x, method, rng, n, k, predicted, relu=relu, **options)
+        if isinstance(engine, str):
+            return engine
+        logits_ref, tg, ref, unstable = engine
         try:
             logits, heat = run_compiled(sess, x, tg)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
             return f"onnxruntime could not run it at batch {n}: {str(exc)[:300]}"
+        problem = logits_differ(logits, logits_ref, n)
+        if problem:
+            return problem
         err = float(np.max(np.abs(heat - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
-        lerr = float(np.max(np.abs(logits.reshape(n, -1) - logits_ref.reshape(n, -1))))
-        if lerr > 1e-3 * max(1.0, float(np.abs(logits_ref).max())):
-            return f"batch {n}: logits differ by {lerr:.3g}"
         if np.isfinite(err) and err <= TOLERANCE:
             continue
         if unstable:  # the map's relevance blew up: rounding is amplified without bound, no comparison holds

@@ -254,7 +254,8 @@ def _binary(ctx: NodeContext) -> Layer:
         scale, shift = one, c
     elif op == "Sub":
         scale, shift = (one, -c) if i == 0 else (-one, c)
-        ctx.derive(shift if i == 0 else c, c, lambda xp, t: -t)
+        if i == 0:
+            ctx.derive(shift, c, lambda xp, t: -t)
     elif op == "Mul":
         scale, shift = c, zero
     elif i == 0:  # Div by a constant

@@ -23,11 +23,10 @@ class RuleContext:
     bounds: dict[str, tuple[Array, Array]] = field(default_factory=dict)  # tensor → (low, high)
     cache: dict[Any, Array] = field(default_factory=dict)  # x-independent denominators; the plan's, reused
     # layer outputs whose relevance is exactly 0 wherever the output is negative (Plan.vanishing_below_zero): there
-    # an ε denominator's sign does not matter, and |z| + ε replaces z + sign(z)·ε
-    vanishing: frozenset[str] | None = None
-    # of those, the ones read by a plain ReLU: the ReLU's output (``max(z, 0)``, which the next layer reads anyway)
-    # stands in for ``|z|``, so the graph need not keep ``z`` and onnxruntime fuses the convolution with its ReLU
-    relu_of: dict[str, Array] = field(default_factory=dict)
+    # an ε denominator's sign does not matter and |z| + ε replaces z + sign(z)·ε; each maps to the output of the
+    # plain ReLU reading it (max(z, 0), which the next layer reads anyway: it stands in for |z|, so a compiled graph
+    # need not keep z and onnxruntime fuses the convolution with its ReLU), or None
+    vanishing: dict[str, Array | None] | None = None
 
 
 class Rule:

@@ -122,16 +122,15 @@ class LinearRule(Rule):
         a denominator that is a sum of non-negative products (``W⁺x⁺ + W⁻x⁻ + b⁺``: Z⁺, Alpha-Beta's α
         group) is never negative, so ``z + ε``; the plain ``Wx + b`` of a layer whose output relevance is 0
         wherever ``z < 0`` (:attr:`RuleContext.vanishing`) gives 0 there whatever the sign, so ``|z| + ε`` — or
-        ``max(z, 0) + ε`` from the ReLU that reads ``z`` (:attr:`RuleContext.relu_of`)."""
+        ``max(z, 0) + ε`` from the ReLU that reads ``z``."""
         stab = group.stab
         if not isinstance(stab, SignEpsilon) or xp.__name__ == "cupy":  # CuPy: one fused kernel anyway
             return stab.divide(xp, g, z)
         eps = np.float32(stab.eps)
         if group.bias in (None, "pos") and all((t.inp, t.w) in (("x+", "pos"), ("x-", "neg")) for t in terms):
             return g / (z + eps)
-        if ctx.vanishing is not None and layer.outputs[0] in ctx.vanishing and group.mask is None \
-                and len(terms) == 1 and terms[0] == Term("x", "id") and group.bias == "id":
-            relu = ctx.relu_of.get(layer.outputs[0])  # max(z, 0): z where z ≥ 0, and the rest gets 0 anyway
+        if ctx.vanishing and layer.outputs[0] in ctx.vanishing and group.mask is None and _plain(group, terms):
+            relu = ctx.vanishing[layer.outputs[0]]  # max(z, 0): z where z ≥ 0, and the rest gets 0 anyway
             return g / ((xp.abs(z) if relu is None else relu) + eps)
         return stab.divide(xp, g, z)
 
@@ -140,8 +139,7 @@ class LinearRule(Rule):
         inputs: _Inputs,
     ) -> Array:
         xp = ctx.xp
-        # the layer's own output when the group is plain W x + b
-        if len(terms) == 1 and terms[0] == Term("x", "id") and group.bias == "id":
+        if _plain(group, terms):  # the layer's own output
             return y
         x_free = all(t.inp == "ones" for t in terms)
         key = (id(layer), group.terms, group.bias, x.shape)
@@ -163,6 +161,11 @@ class LinearRule(Rule):
         if x_free:
             ctx.cache[key] = z
         return z
+
+
+def _plain(group: Group, terms: list[Term]) -> bool:
+    """The group's denominator is the layer's own ``W x + b``."""
+    return len(terms) == 1 and terms[0] == Term("x", "id") and group.bias == "id"
 
 
 class _Inputs:
